@@ -1,0 +1,172 @@
+"""Class vocabularies, prompt templates and cached CLIP text embeddings.
+
+A class name may hold synonyms, written `tv | television` by users; names from the official
+class lists use ", " for the same purpose (ADE20K: "pot, flowerpot"). Each synonym is put into
+every template, all prompts are encoded, L2-normalised, averaged and normalised again, which is
+exactly the official `zeroshot_classifier`.
+"""
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections import OrderedDict
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from .errors import VocabularyError
+
+MAX_CLASSES = 1000  # per request (ADE20K-Full has 847)
+MAX_NAME_LENGTH = 100  # characters per class name, synonyms included
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+TEMPLATES_FILE = ASSETS / "prompt_templates.json"
+CLIP_TEMPLATES = "imagenet_select_clip"  # the official template set for CLIP crop classification
+
+
+@lru_cache(maxsize=None)
+def prompt_templates(name: str) -> tuple[str, ...]:
+    """The official template list `name`: imagenet_select, imagenet, single, imagenet_select_clip."""
+    with open(TEMPLATES_FILE, encoding="utf-8") as f:
+        table = json.load(f)
+    if name not in table:
+        raise VocabularyError(f"unknown prompt ensemble {name!r}; known: {sorted(table)}")
+    return tuple(table[name])
+
+
+def _clean(name: str) -> str:
+    name = unicodedata.normalize("NFKC", name)
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co") for ch in name):
+        raise VocabularyError(f"class name {name!r} contains control or invisible characters")
+    return re.sub(r"\s+", " ", name).strip()
+
+
+def _check_name(name: str) -> str:
+    if len(name) > MAX_NAME_LENGTH:
+        raise VocabularyError(
+            f"class name too long ({len(name)} characters, at most {MAX_NAME_LENGTH}): {name[:40]!r}...")
+    for syn in synonyms(name):
+        if not any(ch.isalnum() for ch in syn):
+            raise VocabularyError(f"class name {syn!r} has no letters or digits")
+    return name
+
+
+def parse_classes(classes: str | Sequence[str], max_classes: int = MAX_CLASSES) -> list[str]:
+    """Validate and normalise a vocabulary.
+
+    Args:
+        classes: one string with classes separated by commas or new lines (`"cat, tv | television"`)
+            or a list of names (list items are not split on commas, so official names such as
+            "pot, flowerpot" stay one class).
+        max_classes: the most classes accepted.
+
+    Returns:
+        The class names, whitespace-normalised (NFKC), synonyms written "a | b".
+
+    Raises:
+        VocabularyError: empty list, too many classes, duplicates (case-insensitive), a name that
+        is too long, has control characters or no letters.
+    """
+    if isinstance(classes, str):
+        items = re.split(r"[,\n;]", classes)
+    else:
+        items = [str(c) for c in classes]
+    names = []
+    for item in items:
+        item = _clean(item)
+        if not item:
+            continue
+        parts = [p.strip() for p in item.split("|")]
+        if any(not p for p in parts):
+            raise VocabularyError(f"empty synonym in {item!r}: write synonyms as 'tv | television'")
+        names.append(_check_name(" | ".join(parts)))
+    if not names:
+        raise VocabularyError("no class names given: type at least one, e.g. 'cat, dog, grass'")
+    if len(names) > max_classes:
+        raise VocabularyError(f"too many classes ({len(names)}); at most {max_classes}")
+    seen: dict[str, str] = {}
+    for n in names:
+        key = n.casefold()
+        if key in seen:
+            raise VocabularyError(f"class {n!r} is listed twice")
+        seen[key] = n
+    return names
+
+
+def synonyms(name: str) -> list[str]:
+    """"tv | television" -> ["tv", "television"]; official "pot, flowerpot" -> ["pot", "flowerpot"]."""
+    parts = [p.strip() for p in re.split(r"\s*\|\s*|, ", name)]
+    return [p for p in parts if p]
+
+
+def is_seen(name: str, training_vocabulary: frozenset[str]) -> bool:
+    """A class is seen when its name, its official ", "-joined form, or one of its synonyms appears
+    exactly in the checkpoint's training vocabulary; otherwise it is novel."""
+    syns = synonyms(name)
+    return (name in training_vocabulary or ", ".join(syns) in training_vocabulary
+            or any(s in training_vocabulary for s in syns))
+
+
+class TextEmbedder:
+    """Class name -> L2-normalised text embedding, cached per (model, template set, class name).
+
+    Args:
+        encode_text: tokens N x 77 -> N x D features (CLIP's text tower).
+        tokenizer: list[str] -> N x 77 tokens.
+        model_id: distinguishes CLIP weights in the cache key.
+        max_entries: cache bound (least recently used entries are evicted).
+        batch_size: prompts per text-tower call.
+    """
+
+    def __init__(self, encode_text: Callable[[torch.Tensor], torch.Tensor],
+                 tokenizer: Callable[[list[str]], torch.Tensor], model_id: str,
+                 device: torch.device | str = "cpu", max_entries: int = 8192,
+                 batch_size: int = 256) -> None:
+        self.encode_text = encode_text
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.device = torch.device(device)
+        self.max_entries = max_entries
+        self.batch_size = batch_size
+        self._cache: OrderedDict[tuple[str, str, str], torch.Tensor] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    @torch.no_grad()
+    def __call__(self, class_names: Sequence[str], templates: str) -> torch.Tensor:
+        """Embeddings of `class_names` with the template set `templates` -> K x D float32 (CPU)."""
+        keys = [(self.model_id, templates, n) for n in class_names]
+        missing = [k for k in dict.fromkeys(keys) if k not in self._cache]
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            self._compute([k[2] for k in missing], templates)
+        for k in keys:
+            self._cache.move_to_end(k)
+        out = torch.stack([self._cache[k] for k in keys])
+        while len(self._cache) > self.max_entries:
+            self._cache.popitem(last=False)
+        return out
+
+    def _compute(self, names: list[str], templates: str) -> None:
+        tmpl = prompt_templates(templates)
+        prompts, owner = [], []
+        for i, name in enumerate(names):
+            for t in tmpl:
+                for syn in synonyms(name):
+                    prompts.append(t.format(syn))
+                    owner.append(i)
+        feats = []
+        for start in range(0, len(prompts), self.batch_size):
+            tokens = self.tokenizer(prompts[start:start + self.batch_size]).to(self.device)
+            with torch.autocast(self.device.type, dtype=torch.float16,
+                                enabled=self.device.type == "cuda"):
+                f = self.encode_text(tokens).float()
+            feats.append(f / f.norm(dim=-1, keepdim=True))
+        allf = torch.cat(feats)  # P x D
+        owner_t = torch.tensor(owner, device=allf.device)
+        for i, name in enumerate(names):
+            e = allf[owner_t == i].mean(dim=0)
+            self._cache[(self.model_id, templates, name)] = (e / e.norm()).cpu()
