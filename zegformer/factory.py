@@ -92,10 +92,11 @@ def load_random_predictor(config: str | os.PathLike = TINY_CONFIG, *,
     s = settings_from_config(cfg)
     torch.manual_seed(seed)
     model = build_model(s)
-    if s.clip_name != TINY_CLIP and s.embed_dim != 512:
-        raise ConfigError("a random full-size CLIP needs CLIP_EMBED_DIM 512")
-    clip = ClipAdapter(build_clip(TINY_CLIP if s.clip_name == TINY_CLIP else s.clip_name,
-                                  seed=seed) if s.clip_name == TINY_CLIP else _random_clip(s.clip_name, seed))
+    clip = ClipAdapter(build_clip(s.clip_name, seed=seed) if s.clip_name == TINY_CLIP
+                       else _random_clip(s.clip_name, seed))
+    if clip.embed_dim != s.embed_dim:
+        raise ConfigError(f"CLIP {s.clip_name} has a {clip.embed_dim}-d joint space but the config "
+                          f"says CLIP_EMBED_DIM {s.embed_dim}")
     seen = frozenset(class_list_for_official_path(s.train_class_json))
     return Predictor(model, clip, get_tokenizer(s.clip_name), s, seen_classes=seen,
                      device=device or default_device(), untrained=True,
