@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
-import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +26,17 @@ def _open_clip():
     return open_clip
 
 
+@contextmanager
+def _quiet_root_logger():
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def get_tokenizer(name: str) -> Callable[[list[str]], torch.Tensor]:
     """CLIP's BPE tokenizer (ships with open_clip; works offline): list[str] -> N x 77 int64."""
     return _open_clip().get_tokenizer("ViT-B-16")
@@ -44,8 +56,7 @@ def build_clip(name: str, weights: str | os.PathLike | None = None, *, seed: int
     if name == TINY_CLIP:
         oc.add_model_config(_CONFIG_DIR)
         torch.manual_seed(seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with _quiet_root_logger():  # open_clip logs "No pretrained weights loaded" at WARNING
             model = oc.create_model(_TINY_ARCH, pretrained=None)
         if weights:
             _load_open_clip_state(model, Path(weights))

@@ -53,6 +53,8 @@ def load_predictor(config: str | os.PathLike = DEFAULT_CONFIG,
     """
     cfg = load_config(config, opts)
     path = resolve_weights(weights, None) if weights else None
+    if path is None and cfg.MODEL.WEIGHTS != load_config(config).MODEL.WEIGHTS:
+        path = resolve_weights(str(cfg.MODEL.WEIGHTS), None)  # given in opts: must exist
     if path is None and cfg.MODEL.WEIGHTS and Path(str(cfg.MODEL.WEIGHTS)).is_file():
         path = Path(str(cfg.MODEL.WEIGHTS))
     if path is None:
@@ -100,11 +102,15 @@ def load_random_predictor(config: str | os.PathLike = TINY_CONFIG, *,
     seen = frozenset(class_list_for_official_path(s.train_class_json))
     return Predictor(model, clip, get_tokenizer(s.clip_name), s, seen_classes=seen,
                      device=device or default_device(), untrained=True,
-                     description=f"{s.name} (random weights, seed {seed})", clip_id=f"random:{seed}")
+                     description=f"{s.name}, seed {seed}", clip_id=f"random:{seed}")
 
 
 def _random_clip(name: str, seed: int) -> torch.nn.Module:
     import open_clip
 
+    from .clip_loader import _quiet_root_logger
+
     torch.manual_seed(seed)
-    return open_clip.create_model(name.replace("/", "-"), pretrained=None).eval().requires_grad_(False)
+    with _quiet_root_logger():
+        model = open_clip.create_model(name.replace("/", "-"), pretrained=None)
+    return model.eval().requires_grad_(False)
