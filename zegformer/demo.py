@@ -74,6 +74,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip-weights", metavar="PATH", default=None,
                    help="CLIP ViT-B/16 weights (OpenAI layout) or hf:// reference; "
                         "default: $ZEGFORMER_CLIP_WEIGHTS, else open_clip's download")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow weights files that need full unpickling (runs code from the file)")
     p.add_argument("--random-weights", action="store_true",
                    help="use a tiny randomly initialised model (for trying the tool; "
                         "outputs are meaningless and marked UNTRAINED)")
@@ -171,7 +173,8 @@ def load_demo_predictor(args: argparse.Namespace) -> Any:
         raise UsageError(f"weights file not found: {weights} (from --opts MODEL.WEIGHTS)")
     try:
         return load_predictor(args.config_file or DEFAULT_CONFIG, weights,
-                              clip_weights=args.clip_weights, device=args.device, opts=opts)
+                              clip_weights=args.clip_weights, device=args.device, opts=opts,
+                              trust_pickle=args.trust_pickle)
     except WeightsError as e:
         raise UsageError(f"{_one_line(e)}; or try --random-weights") from None
 
