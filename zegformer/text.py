@@ -20,7 +20,7 @@ import torch
 from .errors import VocabularyError
 
 MAX_CLASSES = 1000  # per request (ADE20K-Full has 847)
-MAX_NAME_LENGTH = 100  # characters per class name, synonyms included
+MAX_NAME_LENGTH = 160  # characters per class name, synonyms included (official ADE names reach 113)
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 TEMPLATES_FILE = ASSETS / "prompt_templates.json"
 CLIP_TEMPLATES = "imagenet_select_clip"  # the official template set for CLIP crop classification
@@ -37,10 +37,11 @@ def prompt_templates(name: str) -> tuple[str, ...]:
 
 
 def _clean(name: str) -> str:
-    name = unicodedata.normalize("NFKC", name)
+    # Whitespace (tabs, the \r of Windows line ends) becomes one space before the control check.
+    name = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", name))
     if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co") for ch in name):
         raise VocabularyError(f"class name {name!r} contains control or invisible characters")
-    return re.sub(r"\s+", " ", name).strip()
+    return name.strip()
 
 
 def _check_name(name: str) -> str:
