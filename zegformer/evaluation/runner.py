@@ -1,0 +1,310 @@
+"""The evaluation loop: dataset -> predictions (model or saved) -> metrics -> report.
+
+Per image: read the ground truth, take the saved prediction when there is one (resume /
+``--from-predictions``) or run the model and save its label map as ``<out>/predictions/<stem>.png``,
+find the objects, compute the confusion matrix and the object / segment rows. Under torchrun the
+images are sharded, confusion matrices are summed with all_reduce and rows gathered on rank 0,
+which sorts them into dataset order, so the result equals a single-process run.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .datasets import DatasetError, EvalDataset, Record
+from .distributed import DistInfo, all_reduce_sum, finish, gather_objects, init_distributed, shard
+from .metrics import UNLABELLED_PRED
+from .objects import extract_objects
+from .official import build_dataset
+from .report import Accumulated, build_report, format_summary, write_report
+from .small_targets import ClassInfo, evaluate_image
+
+log = logging.getLogger(__name__)
+PRED_DIR = "predictions"
+RUN_FILE = "_run.json"  # identifies the model/mode that wrote a predictions folder
+
+
+@dataclass
+class EvalOptions:
+    """What to evaluate and how (the CLI's arguments)."""
+
+    dataset: str
+    root: str
+    output: str
+    mode: str = "decoupled"
+    max_images: int | None = None
+    from_predictions: str | None = None
+    config_file: str | None = None
+    opts: list[str] = field(default_factory=list)
+    random_weights: bool = False
+    device: str | None = None
+    min_area: int = 16
+    classes: str | None = None
+    objects: str | None = None
+    plots: bool = True
+    progress: bool = True
+
+
+def save_prediction(path: Path, label_map: np.ndarray, num_classes: int) -> None:
+    """Write a label map of class indices as PNG: 8-bit when N < 255, else 16-bit.
+
+    The format's maximum value (255 / 65535) marks unlabelled pixels. Written atomically, so an
+    interrupted run never leaves a truncated file behind.
+    """
+    if num_classes < 255:
+        arr = np.where(label_map == UNLABELLED_PRED, 255, label_map).astype(np.uint8)
+    elif num_classes < 65535:
+        arr = np.where(label_map == UNLABELLED_PRED, 65535, label_map).astype(np.uint16)
+    else:
+        raise ValueError(f"{num_classes} classes do not fit a 16-bit PNG")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    Image.fromarray(arr).save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def load_prediction(path: Path, num_classes: int) -> np.ndarray:
+    """Read a saved label map (see ``save_prediction``) as HxW int64, -1 = unlabelled."""
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            arr = np.asarray(im).astype(np.int64)
+    except FileNotFoundError as e:
+        raise DatasetError(f"prediction {path} does not exist") from e
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"cannot read prediction {path}: {e}") from e
+    if arr.ndim != 2:
+        raise DatasetError(f"prediction {path} must be a single-channel label map")
+    unlabelled = 255 if mode in ("L", "P") else 65535
+    arr[arr == unlabelled] = UNLABELLED_PRED
+    bad = (arr != UNLABELLED_PRED) & ((arr < 0) | (arr >= num_classes))
+    if bad.any():
+        raise DatasetError(f"prediction {path} has values {np.unique(arr[bad])[:10].tolist()} "
+                           f"outside the class list ({num_classes} classes)")
+    return arr
+
+
+class _Model:
+    """The predictor, loaded on first use (a resumed run may not need it)."""
+
+    def __init__(self, opts: EvalOptions, info: DistInfo) -> None:
+        self.opts = opts
+        self.info = info
+        self.predictor: Any = None
+
+    def device(self) -> str:
+        if self.opts.device:
+            return self.opts.device
+        import torch
+
+        return f"cuda:{self.info.local_rank}" if torch.cuda.is_available() else "cpu"
+
+    def load(self) -> Any:
+        if self.predictor is None:
+            import zegformer
+
+            if self.opts.random_weights:
+                self.predictor = zegformer.load_random_predictor(device=self.device())
+            else:
+                if not self.opts.config_file:
+                    raise DatasetError("--config-file is required to run the model "
+                                       "(or use --random-weights / --from-predictions)")
+                self.predictor = zegformer.load_predictor(
+                    self.opts.config_file, opts=self.opts.opts, device=self.device())
+        return self.predictor
+
+    def describe(self) -> str:
+        """The loaded predictor's own description; before loading, what the options name."""
+        if self.predictor is not None:
+            return str(self.predictor.describe())
+        return self.ident()
+
+    def ident(self) -> str:
+        """Stable name of the model the options ask for (identifies a predictions folder)."""
+        if self.opts.random_weights:
+            return "random weights (untrained)"
+        return str(self.opts.config_file)
+
+    def label_map(self, image: np.ndarray, names: list[str], mode: str) -> np.ndarray:
+        """Argmax label map (HxW int32) of the per-class scores, as ZegFormer's evaluator takes."""
+        from zegformer.image import limit_size
+
+        predictor = self.load()
+        rgb = limit_size(image, predictor.max_side)
+        # Predictor.scores, not predict: the dataset's class list is trusted data, and the app's
+        # limits (200 classes, 100-character names) would refuse ADE20K-Full's official names.
+        probs = predictor.scores(rgb, list(names), mode)  # K x h x w
+        return probs.argmax(axis=0).astype(np.int32)
+
+
+def _resize_nearest(label_map: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    img = Image.fromarray(label_map.astype(np.int32), mode="I")
+    return np.asarray(img.resize((shape[1], shape[0]), Image.Resampling.NEAREST)).astype(np.int64)
+
+
+def _check_run_file(pred_dir: Path, ident: dict[str, Any], info: DistInfo) -> None:
+    """Refuse to mix predictions of different models / modes / class lists in one folder."""
+    path = pred_dir / RUN_FILE
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old != ident:
+            raise DatasetError(
+                f"{pred_dir} holds predictions of another run ({old}); this run is {ident}. "
+                "Use a new --output, or delete that folder to start over.")
+    elif info.is_main:
+        tmp = path.with_name(f".{RUN_FILE}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(ident, indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+
+
+def _predict_or_load(record: Record, ds: EvalDataset, gt: np.ndarray, pred_dir: Path,
+                     model: _Model | None, opts: EvalOptions) -> tuple[np.ndarray, bool]:
+    """The prediction of one record and whether it came from disk."""
+    n = len(ds.vocab.classes)
+    path = pred_dir / f"{record.image_id}.png"
+    if path.is_file():
+        pred = load_prediction(path, n)
+        if pred.shape != gt.shape:
+            raise DatasetError(f"prediction {path} is {pred.shape[1]}x{pred.shape[0]} but the "
+                               f"label map {record.label_path} is {gt.shape[1]}x{gt.shape[0]}")
+        return pred, True
+    if model is None:
+        raise DatasetError(f"no prediction for {record.image_id!r} in {pred_dir} "
+                           f"(expected {path.name})")
+    from zegformer.image import load_image
+
+    if record.image_path is None:
+        raise DatasetError(f"no image for {record.image_id!r}")
+    image = load_image(record.image_path)
+    if image.shape[:2] != gt.shape:
+        raise DatasetError(
+            f"image {record.image_path} is {image.shape[1]}x{image.shape[0]} (after EXIF "
+            f"rotation) but its label map {record.label_path} is {gt.shape[1]}x{gt.shape[0]}")
+    pred = model.label_map(image, ds.vocab.classes, opts.mode).astype(np.int64)
+    if pred.shape != gt.shape:  # the predictor downscaled a very large image
+        pred = _resize_nearest(pred, gt.shape)
+    save_prediction(path, pred, n)
+    return pred, False
+
+
+def run_evaluation(opts: EvalOptions) -> dict[str, Any] | None:
+    """Evaluate and write the report; returns the summary on rank 0 (None on other ranks)."""
+    t0 = time.time()
+    model_needed = opts.from_predictions is None
+    use_cuda = False
+    if model_needed and (opts.device or "").startswith("cuda"):
+        use_cuda = True
+    elif model_needed and opts.device is None:
+        import torch
+
+        use_cuda = torch.cuda.is_available()
+    info = init_distributed(use_cuda)
+    try:
+        return _run(opts, info, t0)
+    finally:
+        finish(info)
+
+
+def _run(opts: EvalOptions, info: DistInfo, t0: float) -> dict[str, Any] | None:
+    if opts.min_area < 1:
+        raise DatasetError(f"--min-area must be at least 1, got {opts.min_area}")
+    ds = build_dataset(opts.dataset, opts.root, need_images=opts.from_predictions is None,
+                       classes=opts.classes, objects=opts.objects)
+    records = ds.records[: opts.max_images] if opts.max_images else ds.records
+    out = Path(opts.output)
+    if opts.from_predictions:
+        pred_dir = Path(opts.from_predictions)
+        if not pred_dir.is_dir():
+            raise DatasetError(f"--from-predictions {pred_dir} is not a directory")
+        model = None
+    else:
+        pred_dir = out / PRED_DIR
+        pred_dir.mkdir(parents=True, exist_ok=True)
+        model = _Model(opts, info)
+        ident = {"model": model.ident(), "opts": list(opts.opts), "mode": opts.mode,
+                 "dataset": opts.dataset, "n_classes": len(ds.vocab.classes)}
+        _check_run_file(pred_dir, ident, info)
+    classes = ClassInfo(ds.vocab.classes, ds.vocab.unseen_mask, ds.instance_classes)
+    mine = shard(len(records), info)
+    conf = np.zeros((len(classes.names), len(classes.names) + 1), dtype=np.int64)
+    rows: dict[str, list[dict[str, Any]]] = {"objects": [], "segments": [], "dropped": []}
+    reused = mismatched = 0
+    error: BaseException | None = None
+    from tqdm.auto import tqdm
+
+    source = opts.mode if model else "saved predictions"
+    bar = tqdm(mine, desc=f"{opts.dataset} [{source}]", unit="img", dynamic_ncols=True,
+               disable=not (opts.progress and info.is_main))
+    try:
+        for idx in bar:
+            record = records[idx]
+            gt = ds.load_gt(record)
+            pred, from_disk = _predict_or_load(record, ds, gt, pred_dir, model, opts)
+            reused += from_disk
+            objs = extract_objects(gt, ds.ignore_label, ds.load_instances(record, gt),
+                                   opts.min_area)
+            res = evaluate_image(record.image_id, gt, pred, objs, classes, ds.ignore_label,
+                                 opts.min_area)
+            conf += res.conf
+            mismatched += res.n_mismatched
+            for key, part in (("objects", res.objects), ("segments", res.segments),
+                              ("dropped", res.dropped)):
+                rows[key].extend((idx, r) for r in part)  # type: ignore[misc]
+    except Exception as e:  # noqa: BLE001 - re-raised below, after telling the other ranks
+        error = e
+    finally:
+        bar.close()
+    failed = all_reduce_sum(np.array([int(error is not None)]), info)
+    if error is not None:
+        raise error
+    if failed[0]:
+        raise DatasetError("another evaluation process failed; see its error message")
+    conf = all_reduce_sum(conf, info)
+    gathered = gather_objects((rows, reused, mismatched), info)
+    if not info.is_main:
+        return None
+    assert gathered is not None
+    merged: dict[str, list] = {k: [] for k in rows}
+    for part, _, _ in gathered:
+        for key in merged:
+            merged[key].extend(part[key])
+    acc = Accumulated(conf=conf, n_images=len(records),
+                      n_mismatched=sum(g[2] for g in gathered))
+    for key in merged:  # dataset order, then the order within an image (stable sort)
+        ordered = [r for _, r in sorted(merged[key], key=lambda t: t[0])]
+        setattr(acc, key, ordered)
+    meta = {
+        "dataset": opts.dataset,
+        "split_file": str(ds.label_dir),
+        "class_list": ds.vocab.name,
+        "n_classes": len(classes.names),
+        "n_unseen_classes": int(classes.unseen.sum()),
+        "model": model.describe() if model else f"saved predictions ({opts.from_predictions})",
+        "checkpoint": _opt_value(opts.opts, "MODEL.WEIGHTS"),
+        "mode": opts.mode if model else None,
+        "untrained": bool(model and getattr(model.predictor, "untrained", opts.random_weights)),
+        "ignore_label": ds.ignore_label,
+        "object_source_description": ds.object_source,
+        "elapsed_s": round(time.time() - t0, 3),
+        "world_size": info.world_size,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "reused_predictions": sum(g[1] for g in gathered),
+    }
+    summary, tables = build_report(acc, classes, meta, opts.min_area)
+    write_report(out, summary, tables, plots=opts.plots)
+    print(format_summary(summary), flush=True)
+    return summary
+
+
+def _opt_value(opts: list[str], key: str) -> str | None:
+    for k, v in zip(opts[::2], opts[1::2]):
+        if k == key:
+            return v
+    return None
