@@ -5,20 +5,37 @@
     ...                            "zegformer_R101_coco-stuff.pth", clip_weights="ViT-B-16.pt")
     >>> result = predictor.predict(image, "cat, sofa, window, plant", mode="decoupled")
     >>> result.label_map, result.classes
+
+Names are imported on first use, so torch-free parts (metrics on saved predictions, label-map
+files) do not pay for importing torch, torchvision and open_clip.
 """
-from .build import build_model
-from .checkpoint import load_checkpoint, read_state_dict
-from .config import list_configs, load_config
-from .errors import ConfigError, ImageError, VocabularyError, WeightsError, ZegFormerError
-from .factory import DEFAULT_CONFIG, load_predictor, load_random_predictor
-from .predictor import MODES, Predictor
-from .result import UNLABELED, ClassStat, SegmentationResult
-from .text import parse_classes
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
-__all__ = [
-    "build_model", "load_checkpoint", "read_state_dict", "list_configs", "load_config",
-    "ConfigError", "ImageError", "VocabularyError", "WeightsError", "ZegFormerError",
-    "DEFAULT_CONFIG", "load_predictor", "load_random_predictor", "MODES", "Predictor",
-    "UNLABELED", "ClassStat", "SegmentationResult", "parse_classes",
-]
+
+_EXPORTS = {
+    "build_model": "build", "load_checkpoint": "checkpoint", "read_state_dict": "checkpoint",
+    "list_configs": "config", "load_config": "config",
+    "ConfigError": "errors", "ImageError": "errors", "VocabularyError": "errors",
+    "WeightsError": "errors", "ZegFormerError": "errors",
+    "DEFAULT_CONFIG": "factory", "load_predictor": "factory", "load_random_predictor": "factory",
+    "MODES": "predictor", "Predictor": "predictor",
+    "UNLABELED": "result", "ClassStat": "result", "SegmentationResult": "result",
+    "parse_classes": "text",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'zegformer' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
