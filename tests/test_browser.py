@@ -1,0 +1,160 @@
+"""The Space in a real headless Chromium (Debian's /usr/bin/chromium driven by playwright; never
+`playwright install`): upload, type classes, pick each scoring mode, segment, and check what a
+visitor sees. Needs `bash scripts/setup.sh --browser` (CI does that in .ci/run).
+
+The screenshot is saved under pytest's tmp_path; with ZEGFORMER_UPDATE_SCREENSHOTS=1 it also
+replaces assets/figures/app_random_weights.png, the README's picture of the app.
+"""
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import json
+import re
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
+SCREENSHOT = ROOT / "assets" / "figures" / "app_random_weights.png"
+TIMEOUT_MS = 120_000  # generous: a busy 2-core machine, first request encodes the class names
+CLASSES = ["cat", "wall | partition", "blanket", "floor"]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    os.environ["GRADIO_EXAMPLES_CACHE"] = str(tmp_path_factory.mktemp("examples_cache"))
+    import app
+    from zegformer import load_random_predictor
+
+    demo = app.build_demo(load_random_predictor())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+@pytest.fixture()
+def page(app_url):
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    assert Path(CHROMIUM).is_file(), "Chromium missing: run `bash scripts/setup.sh --browser`"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1250})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(app_url)
+            page.wait_for_selector("#input-image input[type=file]", state="attached")
+            yield page
+        finally:
+            browser.close()
+
+
+def run_and_wait(page, mode_label, expect_modes):
+    """Pick a mode, press Segment and wait until the status names exactly `expect_modes`."""
+    from playwright.sync_api import expect
+
+    page.get_by_label(mode_label, exact=True).check()
+    page.click("#run")
+    status = page.locator("#status")
+    for m in expect_modes:
+        expect(status).to_contain_text(f"{m}:", timeout=TIMEOUT_MS)
+    for m in {"decoupled", "pixel"} - set(expect_modes):
+        expect(status).not_to_contain_text(f"{m}:")
+    title = "Pixel-level" if expect_modes == ["pixel"] else "Decoupled (ZegFormer)"
+    expect(page.locator("#overlay")).to_contain_text(title)  # the overlays follow the status
+
+
+def check_legend_and_confidences(page, overlay_id="#overlay"):
+    from playwright.sync_api import expect
+
+    expect(page.locator(f"{overlay_id} .legend-item").first).to_be_visible()
+    legend = page.locator(f"{overlay_id} .legend-item").all_inner_texts()
+    assert legend, "the overlay has no legend"
+    for item in legend:  # "name 87%" for every class found
+        name, pct = re.fullmatch(r"(.+) (\d+)%", item.strip()).groups()
+        assert name in CLASSES and 0 <= int(pct) <= 100
+    confidences = page.inner_text("#confidences")
+    for name in CLASSES:
+        assert name in confidences
+    assert re.search(r"\d+%", confidences)
+    assert page.locator(f"{overlay_id} img").first.is_visible()
+
+
+def test_visitor_segments_an_image_in_every_mode(page, tmp_path):
+    from playwright.sync_api import expect
+
+    page.set_input_files("#input-image input[type=file]", str(ROOT / "examples" / "cat.jpg"))
+    page.fill("#classes textarea", ", ".join(CLASSES))
+    expect(page.locator("#parsed-classes")).to_contain_text("4 classes")
+
+    run_and_wait(page, "Decoupled (ZegFormer)", ["decoupled"])
+    check_legend_and_confidences(page)
+    expect(page.locator("#status")).to_contain_text("Untrained weights")
+    expect(page.locator("#overlay-pixel")).to_be_hidden()
+
+    run_and_wait(page, "Pixel-level", ["pixel"])
+    check_legend_and_confidences(page)
+
+    run_and_wait(page, "Both side by side", ["decoupled", "pixel"])
+    check_legend_and_confidences(page)
+    check_legend_and_confidences(page, "#overlay-pixel")
+    expect(page.locator("#disagreement img")).to_be_visible()
+    table = page.locator("#class-table")
+    for text in CLASSES + ["decoupled", "pixel", "novel", "found"]:
+        expect(table).to_contain_text(text)
+    for name in ("result.json", "decoupled_labels.png", "pixel_overlay.png"):
+        expect(page.locator(f"#downloads a[href$='/{name}']")).to_have_count(1)
+
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(tmp_path / "app.png"))
+    page.screenshot(path=str(tmp_path / "app_full.png"), full_page=True)
+    assert (tmp_path / "app.png").stat().st_size > 10_000
+    if os.environ.get("ZEGFORMER_UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tmp_path / "app.png", SCREENSHOT)
+
+
+def test_bad_classes_show_an_error_and_the_next_request_works(page):
+    from playwright.sync_api import expect
+
+    page.set_input_files("#input-image input[type=file]", str(ROOT / "examples" / "coffee.jpg"))
+    page.fill("#classes textarea", "cup, CUP")
+    expect(page.locator("#parsed-classes")).to_contain_text("listed twice")
+    page.click("#run")
+    expect(page.locator(".toast-body").first).to_contain_text("listed twice")
+    page.fill("#classes textarea", "cup, table")
+    page.click("#run")
+    expect(page.locator("#status")).to_contain_text("decoupled:")
+    expect(page.locator("#overlay .legend-item").first).to_be_visible()
+
+
+def test_example_and_preset_work_on_click(page):
+    from playwright.sync_api import expect
+
+    first = json.loads((ROOT / "examples" / "examples.json").read_text())[0]
+    page.locator("#examples tbody tr").first.click()
+    expect(page.locator("#classes textarea")).to_have_value(first["classes"])
+    expect(page.locator("#overlay .legend-item").first).to_be_visible()
+    expect(page.locator("#confidences")).to_contain_text(first["classes"].split(",")[0])
+
+    page.locator("#preset input").click()
+    page.get_by_role("option", name="PASCAL VOC (20)").click()
+    page.click("#preset-replace")
+    expect(page.locator("#classes textarea")).to_have_value(re.compile(r"^aeroplane, bicycle"))
+    expect(page.locator("#parsed-classes")).to_contain_text("20 classes")
