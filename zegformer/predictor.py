@@ -144,13 +144,22 @@ class Predictor:
         report(1.0, "done")
         return out.float().cpu().numpy()
 
+    def _backbone(self, x: torch.Tensor, timings: dict[str, float]):
+        """Normalise and pad the 0-255 image (3 x h x w), run the backbone.
+
+        Returns:
+            (1 x 3 x Hp x Wp normalised padded image, {"res2".."res5"} features).
+        """
+        with self._timer(timings, "preprocess"):
+            img = _pad((x - self._mean) / self._std, self.settings.size_divisibility)[None]
+        with self._timer(timings, "backbone"):
+            feats = self.model.backbone(img)
+        return img, feats
+
     def _decoupled(self, x, text, names, seen, out_size, timings, report) -> torch.Tensor:
         s, head = self.settings, self.model.sem_seg_head
         nh, nw = x.shape[-2:]
-        with self._timer(timings, "preprocess"):
-            img = _pad((x - self._mean) / self._std, s.size_divisibility)[None]
-        with self._timer(timings, "backbone"):
-            feats = self.model.backbone(img)
+        img, feats = self._backbone(x, timings)
         report(0.35, "pixel decoder")
         with self._timer(timings, "pixel_decoder"):
             mask_features = head.pixel_decoder(feats)
@@ -186,10 +195,7 @@ class Predictor:
     def _per_pixel(self, x, text, seen, out_size, timings, report) -> torch.Tensor:
         s = self.settings
         nh, nw = x.shape[-2:]
-        with self._timer(timings, "preprocess"):
-            img = _pad((x - self._mean) / self._std, s.size_divisibility)[None]
-        with self._timer(timings, "backbone"):
-            feats = self.model.backbone(img)
+        _, feats = self._backbone(x, timings)
         report(0.4, "pixel decoder")
         with self._timer(timings, "pixel_decoder"):
             emb = self.model.sem_seg_head(feats)

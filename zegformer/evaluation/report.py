@@ -10,7 +10,7 @@ import csv
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from .aggregate import aggregate, dropped_table, iiou, tau_name
 from .buckets import ABS_EDGES, REL_EDGES
 from .metrics import per_class_stats, standard_metrics
 from .objects import CC, INSTANCE
-from .small_targets import TAUS, ClassInfo
+from .small_targets import TAUS, ClassInfo, ImageResult
 
 SPEC_VERSION = "small_target/1"
 OBJECT_COLUMNS: tuple[str, ...] = (
@@ -49,15 +49,11 @@ RUN_FIELDS: tuple[str, ...] = ("elapsed_s", "world_size", "created", "reused_pre
 
 
 @dataclass
-class Accumulated:
-    """Everything gathered over the evaluated images (merged across processes)."""
+class Accumulated(ImageResult):
+    """Everything gathered over the evaluated images (merged across processes): the per-image
+    fields summed or concatenated, plus the number of images."""
 
-    conf: np.ndarray  # int64 N x (N+1)
-    objects: list[dict[str, Any]] = field(default_factory=list)
-    segments: list[dict[str, Any]] = field(default_factory=list)
-    dropped: list[dict[str, Any]] = field(default_factory=list)
     n_images: int = 0
-    n_mismatched: int = 0
 
 
 def clean_json(value: Any) -> Any:
