@@ -220,9 +220,9 @@ def _load_file(path: Path, depth: int = 0) -> CfgNode:
         raise ConfigError(f"{path}: _BASE_ chain is too deep (a cycle?)")
     data = _read_yaml(path)
     base_name = data.get("_BASE_")
-    cfg = default_config() if base_name is None else _load_file(path.parent / base_name, depth + 1)
-    if base_name is not None and not (path.parent / base_name).is_file():
+    if base_name is not None and not (path.parent / str(base_name)).is_file():
         raise ConfigError(f"{path}: _BASE_ file {base_name!r} not found")
+    cfg = default_config() if base_name is None else _load_file(path.parent / base_name, depth + 1)
     # Keys this project does not know are kept (official files carry training-only keys).
     _merge(cfg, data, path.name, allow_new=True)
     return cfg
@@ -261,10 +261,16 @@ def apply_opts(cfg: CfgNode, opts: Sequence[str]) -> None:
         if isinstance(old, (int, float)) and not isinstance(old, bool):
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise ConfigError(f"--opts: {key} expects a number, got {raw!r}")
+            if isinstance(old, int) and isinstance(value, float):
+                if not value.is_integer():
+                    raise ConfigError(f"--opts: {key} expects an integer, got {raw!r}")
+                value = int(value)
             value = type(old)(value) if isinstance(old, float) else value
         if isinstance(old, str) and not isinstance(value, str):
             value = str(raw)
-        if isinstance(old, (list, tuple)) and isinstance(value, (list, tuple)):
+        if isinstance(old, (list, tuple)):
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"--opts: {key} expects a list, got {raw!r}")
             value = type(old)(value)
         node[leaf] = value
 

@@ -115,7 +115,8 @@ def clip_crops(image: torch.Tensor, mask_logits: torch.Tensor, style: str = "cro
         image: 3 x H x W CLIP-normalised padded image.
         mask_logits: Q x H x W mask logits at the same size.
         style: "cropmask" (box crop of the image with everything outside the mask set to 0, the
-            official default), "crop" (box crop of the plain image) or "mask" (whole masked image).
+            official default), "crop" (box crop of the plain image) or "mask" (whole image and
+            mask logits each resized to size x size, then the mask thresholded and applied).
         size: output side (CLIP's input resolution, 224).
 
     Returns:
@@ -123,6 +124,11 @@ def clip_crops(image: torch.Tensor, mask_logits: torch.Tensor, style: str = "cro
     """
     if style not in CLIP_STYLES:
         raise ValueError(f"CLIP_CLS_STYLE must be one of {CLIP_STYLES}, got {style!r}")
+    if style == "mask":  # official: image and mask logits resized to size x size, then masked
+        small = F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False)
+        m = F.interpolate(mask_logits[:, None], size=(size, size), mode="bilinear",
+                          align_corners=False).sigmoid() > 0.5  # Q x 1 x size x size
+        return small * m.to(image.dtype)
     binary = mask_logits.sigmoid() > 0.5
     if style == "crop":
         boxes = mask_boxes(binary)
@@ -130,8 +136,6 @@ def clip_crops(image: torch.Tensor, mask_logits: torch.Tensor, style: str = "cro
         return roi_align(image[None], rois.to(image.dtype), output_size=size, spatial_scale=1.0,
                          sampling_ratio=-1, aligned=True)
     masked = image[None] * binary[:, None].to(image.dtype)  # Q x 3 x H x W
-    if style == "mask":
-        return F.interpolate(masked, size=(size, size), mode="bilinear", align_corners=False)
     boxes = mask_boxes(binary)
     rois = torch.cat([torch.arange(len(boxes), device=boxes.device)[:, None].float(), boxes], dim=1)
     return roi_align(masked, rois.to(image.dtype), output_size=size, spatial_scale=1.0,
@@ -172,12 +176,13 @@ def decoupled_segment_probs(seg_logits: torch.Tensor, seen: torch.Tensor, *,
     - no CLIP classification: softmax of the segment logits (training configs);
     - CLIP classification without ensembling: softmax of the CLIP logits with the segment
       classifier's "no object" logit appended;
-    - CLIP classification with ensembling: `ensemble` of both.
+    - CLIP classification with ensembling: `ensemble` of both (`all_classes_as_novel`, the
+      official ENSEMBLING_ALL_CLS, applies with or without `ensembling`).
     """
     if clip_logits is None:
         return segment_class_probs(seg_logits)
     clip_with_bg = torch.cat([clip_logits, seg_logits[:, -1:]], dim=1)
-    if not ensembling:
+    if not ensembling and not all_classes_as_novel:  # ENSEMBLING_ALL_CLS works on its own
         return segment_class_probs(clip_with_bg)
     return ensemble(segment_class_probs(seg_logits), segment_class_probs(clip_with_bg), seen, lam,
                     all_classes_as_novel)
