@@ -122,11 +122,14 @@ def class_statistics(
     if threshold > 0:
         label_map[best < threshold] = UNLABELED
     n_pix = label_map.size
-    counts = np.bincount(label_map[label_map >= 0].ravel(), minlength=k)
+    labelled = label_map >= 0
+    counts = np.bincount(label_map[labelled], minlength=k)
+    best_sums = np.bincount(label_map[labelled], weights=best[labelled], minlength=k)
+    peaks = norm.reshape(k, -1).max(axis=1)
     stats = []
     for i in range(k):
         present = bool(counts[i] > 0)
-        conf = float(best[label_map == i].mean()) if present else float(norm[i].max())
+        conf = float(best_sums[i] / counts[i]) if present else float(peaks[i])
         stats.append(
             ClassStat(
                 index=i,
