@@ -271,7 +271,7 @@ def package(image: np.ndarray, results: Sequence[SegmentationResult], alpha: flo
     return AppOutputs(
         confidences={c.name: float(c.confidence) for c in results[0].classes},
         table=table_rows(results), disagreement=diff_img, files=files, data=data,
-        status=status_line(results, tuple(original_size)),
+        status=status_line(results, (int(original_size[0]), int(original_size[1]))),
     )
 
 

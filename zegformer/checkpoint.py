@@ -187,7 +187,7 @@ def load_checkpoint(model: nn.Module, source: str | os.PathLike | Mapping[str, t
     if fmt in ("d2_backbone", "backbone_only"):
         sd = remap_d2_backbone(sd) if fmt == "d2_backbone" else dict(sd)
         sub = {k[len("backbone."):]: v for k, v in sd.items()}
-        load_state_dict_strict(model.backbone, sub, where)
+        load_state_dict_strict(model.get_submodule("backbone"), sub, where)
         return fmt
     if fmt == "clip":
         raise WeightsError(f"{where} is a CLIP state dict: pass it as the CLIP weights "

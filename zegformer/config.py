@@ -288,7 +288,7 @@ def load_config(config: str | os.PathLike, opts: Iterable[str] = ()) -> CfgNode:
     """
     path = resolve_config_path(config)
     cfg = _load_file(path)
-    apply_opts(cfg, opts)
+    apply_opts(cfg, list(opts))
     cfg.CONFIG_FILE = str(path)
     return cfg
 

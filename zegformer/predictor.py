@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -41,6 +41,8 @@ class Predictor:
         description: short text for status lines ("config (weights file)").
         max_side: images with a longer side are downscaled to it first.
     """
+
+    model: Any  # ZegFormer or PerPixelBaseline: submodules are read by name
 
     def __init__(self, model: torch.nn.Module, clip: ClipAdapter, tokenizer, settings: ModelSettings,
                  *, seen_classes: frozenset[str], device: torch.device | str = "cpu",

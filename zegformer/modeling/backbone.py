@@ -23,6 +23,11 @@ class ShapeSpec:
 class FrozenBatchNorm2d(nn.Module):
     """BatchNorm with fixed statistics and affine parameters, all stored as buffers."""
 
+    weight: torch.Tensor
+    bias: torch.Tensor
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+
     def __init__(self, num_features: int, eps: float = 1e-5) -> None:
         super().__init__()
         self.eps = eps
@@ -135,7 +140,7 @@ class ResNetBackbone(nn.Module):
             name = f"res{i + 2}"
             dilation = res5_dilation if name == "res5" else 1
             first_stride = 1 if i == 0 or (name == "res5" and dilation == 2) else 2
-            blocks = []
+            blocks: list[nn.Module] = []
             for b in range(n_blocks):
                 stride = first_stride if b == 0 else 1
                 if depth >= 50:

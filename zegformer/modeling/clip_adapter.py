@@ -5,6 +5,7 @@ No file I/O and no device choice here: `zegformer.clip_loader` builds the open_c
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,8 @@ class ClipAdapter(nn.Module):
     Args:
         clip_model: an open_clip `CLIP` (OpenAI layout: `visual.transformer.resblocks`, ...).
     """
+
+    clip: Any  # open_clip's CLIP: attributes are read dynamically (visual, transformer, ...)
 
     def __init__(self, clip_model: nn.Module) -> None:
         super().__init__()

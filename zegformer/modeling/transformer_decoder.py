@@ -112,6 +112,7 @@ class SegmentDecoder(nn.Module):
         self.pe_layer = PositionEmbeddingSine(hidden_dim // 2, normalize=True)
         self.transformer = Transformer(hidden_dim, nheads, dim_feedforward, dec_layers)
         self.query_embed = nn.Embedding(num_queries, hidden_dim)
+        self.input_proj: nn.Module
         if in_channels != hidden_dim or enforce_input_proj:
             self.input_proj = nn.Conv2d(in_channels, hidden_dim, 1)
         else:
