@@ -51,9 +51,10 @@ def load_predictor(config: str | os.PathLike = DEFAULT_CONFIG,
     Raises:
         ConfigError, WeightsError with a message that says what to set.
     """
+    opts = list(opts)
     cfg = load_config(config, opts)
     path = resolve_weights(weights, None) if weights else None
-    if path is None and cfg.MODEL.WEIGHTS != load_config(config).MODEL.WEIGHTS:
+    if path is None and "MODEL.WEIGHTS" in opts[0::2]:
         path = resolve_weights(str(cfg.MODEL.WEIGHTS), None)  # given in opts: must exist
     if path is None and cfg.MODEL.WEIGHTS and Path(str(cfg.MODEL.WEIGHTS)).is_file():
         path = Path(str(cfg.MODEL.WEIGHTS))
