@@ -1,7 +1,7 @@
 """ZegFormer Studio: zero-shot semantic segmentation in a Gradio Space.
 
-User interface only. The model is loaded once at start-up (`zegformer.app_support`), each request
-runs the read-only predictor, and `zegformer.visualize` draws the results.
+User interface only. The model is loaded once at start-up (`zegformer.faces.app_support`), each request
+runs the read-only predictor, and `zegformer.viz.drawing` draws the results.
 
     python app.py                   # weights from $ZEGFORMER_WEIGHTS / $ZEGFORMER_CLIP_WEIGHTS
     python app.py --random-weights  # the tiny untrained model: the whole UI, meaningless output
@@ -23,9 +23,9 @@ ZERO_GPU = spaces is not None and bool(os.environ.get("SPACES_ZERO_GPU"))
 
 import gradio as gr
 
-from zegformer import app_support as support
+from zegformer.faces import app_support as support
 from zegformer.errors import ZegFormerError
-from zegformer.image import limit_size, load_image
+from zegformer.inference.image import limit_size, load_image
 from zegformer.text import MAX_CLASSES, MAX_NAME_LENGTH, parse_classes
 
 ROOT = Path(__file__).resolve().parent

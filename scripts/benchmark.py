@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from zegformer import load_random_predictor  # noqa: E402
-from zegformer.vocabularies import load_vocabulary  # noqa: E402
+from zegformer.data.vocabularies import load_vocabulary  # noqa: E402
 
 STAGES = ["preprocess", "text", "backbone", "pixel_decoder", "transformer", "clip_crops",
           "clip_dense", "merge", "statistics", "total"]

@@ -15,9 +15,9 @@ from PIL import Image
 
 torch.set_num_threads(1)
 
-from zegformer import app_support as support  # noqa: E402
+from zegformer.faces import app_support as support  # noqa: E402
 from zegformer.errors import ZegFormerError  # noqa: E402
-from zegformer.result import SegmentationResult, class_statistics  # noqa: E402
+from zegformer.inference.result import SegmentationResult, class_statistics  # noqa: E402
 from zegformer.text import MAX_CLASSES, MAX_NAME_LENGTH, parse_classes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

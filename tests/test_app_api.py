@@ -166,7 +166,7 @@ def test_without_weights_the_api_says_what_to_set(monkeypatch):
     import app
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
-    from zegformer import app_support
+    from zegformer.faces import app_support
 
     for var in ("ZEGFORMER_WEIGHTS", "ZEGFORMER_CLIP_WEIGHTS", "ZEGFORMER_CONFIG",
                 "ZEGFORMER_RANDOM_WEIGHTS"):

@@ -23,10 +23,10 @@ from fake_weights import KEYS_DIR, clip_state_dict, read_key_list, save_clip_fil
     zegformer_state_dict
 from zegformer import WeightsError, ZegFormerError, build_model, list_configs, load_checkpoint, \
     load_config, load_predictor, read_state_dict
-from zegformer.checkpoint import DROPPED_KEY_PREFIXES, detect_format, unwrap_state_dict
-from zegformer.clip_loader import build_clip
+from zegformer.loading.checkpoint import DROPPED_KEY_PREFIXES, detect_format, unwrap_state_dict
+from zegformer.loading.clip import build_clip
 from zegformer.modeling.clip_adapter import ClipAdapter
-from zegformer.weights import WEIGHTS_ENV, resolve_weights
+from zegformer.loading.weights import WEIGHTS_ENV, resolve_weights
 
 COCO_TRAIN = "zegformer_R101_bs32_60k_vit16_coco-stuff"
 COCO_GZSS = "zegformer_R101_bs32_60k_vit16_coco-stuff_gzss_eval"

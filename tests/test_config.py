@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from zegformer import ConfigError, list_configs, load_config
-from zegformer.config import CONFIG_DIR, UnsafeValue, apply_opts, resolve_config_path
-from zegformer.settings import settings_from_config
+from zegformer.loading.config import CONFIG_DIR, UnsafeValue, apply_opts, resolve_config_path
+from zegformer.loading.settings import settings_from_config
 
 COCO_GZSS = "zegformer_R101_bs32_60k_vit16_coco-stuff_gzss_eval"
 COCO_SEEN = "datasets/coco/coco_stuff/split/seen_classnames.json"

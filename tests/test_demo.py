@@ -1,4 +1,4 @@
-"""Tests of `python -m zegformer.demo`: outputs of real runs (tiny random model) and user errors."""
+"""Tests of `python -m zegformer.faces.demo`: outputs of real runs (tiny random model) and user errors."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from zegformer import demo, visualize
+from zegformer.faces import demo
+from zegformer.viz import drawing as visualize
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +27,7 @@ CAT = EXAMPLES / "cat.jpg"
 def run_demo(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZEGFORMER_")}
     env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "zegformer.demo", *args], cwd=cwd or ROOT,
+    return subprocess.run([sys.executable, "-m", "zegformer.faces.demo", *args], cwd=cwd or ROOT,
                           env=env, capture_output=True, text=True, timeout=600)
 
 

@@ -19,7 +19,7 @@ from PIL import Image
 os.environ["HF_HUB_OFFLINE"] = "1"
 torch.set_num_threads(1)
 
-from zegformer.evaluate.cli import main  # noqa: E402
+from zegformer.evaluation.cli import main  # noqa: E402
 from zegformer.evaluation import synthetic  # noqa: E402
 from zegformer.evaluation.aggregate import aggregate  # noqa: E402
 from zegformer.evaluation.buckets import abs_bucket  # noqa: E402

@@ -8,9 +8,9 @@ from PIL import Image
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from zegformer.evaluation.datasets import DatasetError  # noqa: E402
-from zegformer.evaluation.objects import extract_objects  # noqa: E402
-from zegformer.evaluation.official import (  # noqa: E402
+from zegformer.data.datasets import DatasetError  # noqa: E402
+from zegformer.data.objects import extract_objects  # noqa: E402
+from zegformer.data.official import (  # noqa: E402
     build_dataset,
     nearest_resize_cv2,
     official_vocabulary,

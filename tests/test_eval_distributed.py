@@ -11,7 +11,7 @@ import torch
 os.environ["HF_HUB_OFFLINE"] = "1"
 torch.set_num_threads(1)
 
-from zegformer.evaluate.cli import main  # noqa: E402
+from zegformer.evaluation.cli import main  # noqa: E402
 from zegformer.evaluation import synthetic  # noqa: E402
 from zegformer.evaluation.distributed import DistInfo, shard  # noqa: E402
 from zegformer.evaluation.report import RUN_FIELDS  # noqa: E402

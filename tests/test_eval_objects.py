@@ -9,7 +9,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 from zegformer.evaluation.aggregate import aggregate, iiou  # noqa: E402
 from zegformer.evaluation.buckets import abs_bucket, rel_bucket  # noqa: E402
 from zegformer.evaluation.metrics import confusion_matrix, per_class_stats  # noqa: E402
-from zegformer.evaluation.objects import (  # noqa: E402
+from zegformer.data.objects import (  # noqa: E402
     Instance,
     InstanceSet,
     extract_objects,

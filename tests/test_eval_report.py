@@ -1,4 +1,4 @@
-"""summary.json / CSV formats (SMALL_TARGETS.md 8.5), plots, and `zegformer.evaluate.compare`."""
+"""summary.json / CSV formats (SMALL_TARGETS.md 8.5), plots, and `zegformer.evaluation.compare_cli`."""
 import csv
 import json
 import os
@@ -9,11 +9,11 @@ from PIL import Image
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from zegformer.evaluate.cli import main  # noqa: E402
-from zegformer.evaluate.compare import main as compare_main  # noqa: E402
+from zegformer.evaluation.cli import main  # noqa: E402
+from zegformer.evaluation.compare_cli import main as compare_main  # noqa: E402
 from zegformer.evaluation import synthetic  # noqa: E402
 from zegformer.evaluation.compare import compare_runs, load_summary  # noqa: E402
-from zegformer.evaluation.datasets import DatasetError  # noqa: E402
+from zegformer.data.datasets import DatasetError  # noqa: E402
 from zegformer.evaluation.report import OBJECT_COLUMNS  # noqa: E402
 
 SPEC_OBJECT_COLUMNS = (

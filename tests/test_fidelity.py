@@ -77,8 +77,8 @@ def test_decoupled_scores_match_official_sem_seg(official_predictor, golden):
 
 def test_segment_logits_match_official(official_predictor, golden):
     """The segment classifier's logits for the golden text features (before any scoring)."""
-    from zegformer.image import resize, shortest_edge_size
-    from zegformer.predictor import _pad
+    from zegformer.inference.image import resize, shortest_edge_size
+    from zegformer.inference.predictor import _pad
 
     g, _ = golden
     p = official_predictor

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from zegformer import build_model
-from zegformer.clip_loader import build_clip
+from zegformer.loading.clip import build_clip
 from zegformer.modeling.backbone import FrozenBatchNorm2d, ResNetBackbone, ShapeSpec
 from zegformer.modeling.clip_adapter import ClipAdapter
 from zegformer.modeling.position_encoding import PositionEmbeddingSine

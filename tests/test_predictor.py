@@ -10,7 +10,7 @@ from PIL import Image
 
 from zegformer import ClassStat, ImageError, SegmentationResult, VocabularyError, \
     ZegFormerError, load_random_predictor
-from zegformer.image import load_image
+from zegformer.inference.image import load_image
 
 IMAGE = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
 NAMES = ["cat", "dog | puppy", "grass"]  # COCO-Stuff: cat and dog seen, grass unseen (novel)

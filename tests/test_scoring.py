@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from zegformer import scoring
+from zegformer.inference import scoring
 
 F64 = torch.float64
 

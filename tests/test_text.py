@@ -9,7 +9,7 @@ import torch
 from zegformer import VocabularyError, parse_classes
 from zegformer.text import MAX_CLASSES, MAX_NAME_LENGTH, TextEmbedder, is_seen, \
     prompt_templates, synonyms
-from zegformer.vocabularies import class_list_for_official_path
+from zegformer.data.vocabularies import class_list_for_official_path
 
 # ---------------------------------------------------------------- parse_classes
 

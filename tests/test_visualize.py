@@ -1,4 +1,4 @@
-"""Tests of zegformer.visualize with hand-made SegmentationResult objects (no model needed)."""
+"""Tests of zegformer.viz.drawing with hand-made SegmentationResult objects (no model needed)."""
 from __future__ import annotations
 
 import os
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zegformer import visualize as V
-from zegformer.result import UNLABELED, SegmentationResult, class_statistics
+from zegformer.viz import drawing as V
+from zegformer.inference.result import UNLABELED, SegmentationResult, class_statistics
 
 
 def make_result(label_map: np.ndarray, names: list[str], seen=None, untrained=False,

@@ -17,13 +17,16 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "build_model": "build", "load_checkpoint": "checkpoint", "read_state_dict": "checkpoint",
-    "list_configs": "config", "load_config": "config",
+    "build_model": "loading.build", "load_checkpoint": "loading.checkpoint",
+    "read_state_dict": "loading.checkpoint",
+    "list_configs": "loading.config", "load_config": "loading.config",
     "ConfigError": "errors", "ImageError": "errors", "VocabularyError": "errors",
     "WeightsError": "errors", "ZegFormerError": "errors",
-    "DEFAULT_CONFIG": "factory", "load_predictor": "factory", "load_random_predictor": "factory",
-    "MODES": "predictor", "Predictor": "predictor",
-    "UNLABELED": "result", "ClassStat": "result", "SegmentationResult": "result",
+    "DEFAULT_CONFIG": "loading.factory", "load_predictor": "loading.factory",
+    "load_random_predictor": "loading.factory",
+    "MODES": "inference.predictor", "Predictor": "inference.predictor",
+    "UNLABELED": "inference.result", "ClassStat": "inference.result",
+    "SegmentationResult": "inference.result",
     "parse_classes": "text",
 }
 __all__ = sorted(_EXPORTS)

@@ -17,12 +17,12 @@ from typing import Callable, Sequence
 
 import torch
 
+from . import resources
 from .errors import VocabularyError
 
 MAX_CLASSES = 1000  # per request (ADE20K-Full has 847)
 MAX_NAME_LENGTH = 160  # characters per class name, synonyms included (official ADE names reach 113)
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-TEMPLATES_FILE = ASSETS / "prompt_templates.json"
+TEMPLATES_FILE = resources.prompt_templates_file()
 CLIP_TEMPLATES = "imagenet_select_clip"  # the official template set for CLIP crop classification
 
 

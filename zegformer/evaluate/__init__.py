@@ -5,6 +5,6 @@
 
 The library behind them is ``zegformer.evaluation``.
 """
-from .cli import build_parser, main
+from ..evaluation.cli import build_parser, main
 
 __all__ = ["build_parser", "main"]

@@ -1,7 +1,7 @@
-"""``python -m zegformer.evaluate``: see ``zegformer.evaluate.cli`` and ``--help``."""
+"""``python -m zegformer.evaluate``: see ``zegformer.evaluation.cli`` and ``--help``."""
 import sys
 
-from .cli import main
+from ..evaluation.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,10 +17,10 @@ The specification is SMALL_TARGETS.md (section 8); its worked examples are unit 
 """
 from .aggregate import aggregate, iiou
 from .buckets import abs_bucket, rel_bucket
-from .datasets import DatasetError, EvalDataset, Record, Vocabulary
+from ..data.datasets import DatasetError, EvalDataset, Record, Vocabulary
 from .metrics import confusion_matrix, harmonic, standard_metrics
-from .objects import Instance, InstanceSet, extract_objects
-from .official import build_dataset
+from ..data.objects import Instance, InstanceSet, extract_objects
+from ..data.official import build_dataset
 from .report import build_report, write_report
 from .runner import EvalOptions, run_evaluation
 from .small_targets import ClassInfo, evaluate_image

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .buckets import bucket_order
-from .datasets import DatasetError
+from ..data.datasets import DatasetError
 from .report import clean_json, write_csv
 
 METRICS: tuple[str, ...] = (

@@ -19,7 +19,7 @@ import numpy as np
 from .aggregate import aggregate, dropped_table, iiou, tau_name
 from .buckets import ABS_EDGES, REL_EDGES
 from .metrics import per_class_stats, standard_metrics
-from .objects import CC, INSTANCE
+from ..data.objects import CC, INSTANCE
 from .small_targets import TAUS, ClassInfo, ImageResult
 
 SPEC_VERSION = "small_target/1"

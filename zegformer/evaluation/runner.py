@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .datasets import DatasetError, EvalDataset, Record
+from ..data.datasets import DatasetError, EvalDataset, Record
 from .distributed import DistInfo, all_reduce_sum, finish, gather_objects, init_distributed, shard
 from .metrics import UNLABELLED_PRED
-from .objects import extract_objects
-from .official import build_dataset
+from ..data.objects import extract_objects
+from ..data.official import build_dataset
 from .report import Accumulated, build_report, format_summary, write_report
 from .small_targets import ClassInfo, evaluate_image
 
@@ -134,7 +134,7 @@ class _Model:
 
     def label_map(self, image: np.ndarray, names: list[str], mode: str) -> np.ndarray:
         """Argmax label map (HxW int32) of the per-class scores, as ZegFormer's evaluator takes."""
-        from zegformer.image import limit_size
+        from zegformer.inference.image import limit_size
 
         predictor = self.load()
         rgb = limit_size(image, predictor.max_side)
@@ -178,7 +178,7 @@ def _predict_or_load(record: Record, ds: EvalDataset, gt: np.ndarray, pred_dir: 
     if model is None:
         raise DatasetError(f"no prediction for {record.image_id!r} in {pred_dir} "
                            f"(expected {path.name})")
-    from zegformer.image import load_image
+    from zegformer.inference.image import load_image
 
     if record.image_path is None:
         raise DatasetError(f"no image for {record.image_id!r}")

@@ -27,7 +27,7 @@ from scipy import ndimage
 
 from .buckets import ABS_EDGES, REL_EDGES, abs_bucket, rel_bucket
 from .metrics import confusion_matrix
-from .objects import CC, INSTANCE, GTObject, ImageObjects, structure
+from ..data.objects import CC, INSTANCE, GTObject, ImageObjects, structure
 
 TAUS: tuple[float, ...] = (0.25, 0.5, 0.75)
 

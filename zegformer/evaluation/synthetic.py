@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .official import official_vocabulary
+from ..data.official import official_vocabulary
 from .runner import save_prediction
 
 H, W = 128, 192

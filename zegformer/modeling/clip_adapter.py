@@ -1,6 +1,6 @@
 """A thin wrapper over an open_clip CLIP model: text, crop and dense image features.
 
-No file I/O and no device choice here: `zegformer.clip_loader` builds the open_clip model.
+No file I/O and no device choice here: `zegformer.loading.clip` builds the open_clip model.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
 (SemanticSegmentorGzero + ZeroshotPerPixelBaselineHead) keep the checkpoint's module tree:
 `backbone.*`, `sem_seg_head.pixel_decoder.*`, `sem_seg_head.predictor.*` /
 `sem_seg_head.projection_layer`. Scoring (turning outputs into per-class maps) lives in
-`zegformer.scoring`; CLIP lives outside the checkpoint in `clip_adapter.ClipAdapter`.
+`zegformer.inference.scoring`; CLIP lives outside the checkpoint in `clip_adapter.ClipAdapter`.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import CfgNode, config_name
-from .errors import ConfigError
+from ..errors import ConfigError
 
 PIXEL_BASELINE_ARCHS = ("SemanticSegmentorGzero",)
 

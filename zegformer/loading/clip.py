@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .errors import WeightsError
+from ..errors import WeightsError
 
 TINY_CLIP = "tiny"
 _TINY_ARCH = "zegformer-tiny-clip"

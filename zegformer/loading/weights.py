@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import WeightsError
+from ..errors import WeightsError
 
 WEIGHTS_ENV = "ZEGFORMER_WEIGHTS"
 CLIP_WEIGHTS_ENV = "ZEGFORMER_CLIP_WEIGHTS"

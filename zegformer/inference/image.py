@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
+from ..errors import ImageError
 
 Image.MAX_IMAGE_PIXELS = 200_000_000  # refuse decompression bombs beyond 200 MP
 MAX_ASPECT_RATIO = 20.0

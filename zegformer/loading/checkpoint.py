@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import WeightsError
+from ..errors import WeightsError
 
 # Keys in official checkpoints that are not model weights, each with the reason it is dropped.
 DROPPED_KEY_PREFIXES = {

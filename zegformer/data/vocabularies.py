@@ -5,9 +5,10 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import ConfigError
+from .. import resources
+from ..errors import ConfigError
 
-VOCAB_DIR = Path(__file__).resolve().parent.parent / "assets" / "vocabularies"
+VOCAB_DIR = resources.vocabulary_dir()
 
 
 @lru_cache(maxsize=None)

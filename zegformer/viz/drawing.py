@@ -14,13 +14,13 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from zegformer.image import load_image
-from zegformer.palette import PALETTE, _name_key, class_color, class_colors, hex_color  # noqa: F401
-from zegformer.result import UNLABELED, SegmentationResult
+from zegformer.inference.image import load_image
+from zegformer.viz.palette import PALETTE, _name_key, class_color, class_colors, hex_color  # noqa: F401
+from zegformer.inference.result import UNLABELED, SegmentationResult
 
 def as_rgb(image: Any) -> np.ndarray:
     """An H x W x 3 uint8 RGB array from a path, PIL image or array, read as the predictor reads
-    it (`zegformer.image.load_image`: EXIF orientation applied, grayscale / RGBA / 16-bit
+    it (`zegformer.inference.image.load_image`: EXIF orientation applied, grayscale / RGBA / 16-bit
     converted), so that an overlay lines up with the label map computed from the same input."""
     return load_image(image)
 

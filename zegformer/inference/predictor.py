@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 
 from . import scoring
-from .errors import ZegFormerError
+from ..errors import ZegFormerError
 from .image import limit_size, load_image, resize, shortest_edge_size
-from .modeling.clip_adapter import ClipAdapter
+from ..modeling.clip_adapter import ClipAdapter
 from .result import SegmentationResult, class_statistics
-from .settings import ModelSettings
-from .text import CLIP_TEMPLATES, TextEmbedder, is_seen, parse_classes
+from ..loading.settings import ModelSettings
+from ..text import CLIP_TEMPLATES, TextEmbedder, is_seen, parse_classes
 
 MODES = ("decoupled", "pixel")
 DENSE_CLIP_SHORT_SIDE = 448  # input short side for dense CLIP features in pixel mode

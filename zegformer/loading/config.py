@@ -19,9 +19,10 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
-from .errors import ConfigError
+from .. import resources
+from ..errors import ConfigError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = resources.config_dir()
 
 
 class CfgNode(dict):

@@ -17,8 +17,8 @@ import logging
 import sys
 
 from ..errors import ZegFormerError
-from ..evaluation.datasets import DATASETS
-from ..evaluation.runner import EvalOptions, run_evaluation
+from ..data.datasets import DATASETS
+from .runner import EvalOptions, run_evaluation
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,5 @@
 """Builders: settings -> eval-mode nn.Modules with random weights. Loading weights is separate
-(`zegformer.checkpoint`)."""
+(`zegformer.loading.checkpoint`)."""
 from __future__ import annotations
 
 import os
@@ -7,10 +7,10 @@ import os
 from torch import nn
 
 from .config import CfgNode, load_config
-from .modeling.backbone import ResNetBackbone
-from .modeling.pixel_decoder import FPNPixelDecoder
-from .modeling.transformer_decoder import SegmentDecoder
-from .modeling.zegformer import PerPixelBaseline, PerPixelBaselineHead, ZegFormer, ZegFormerHead
+from ..modeling.backbone import ResNetBackbone
+from ..modeling.pixel_decoder import FPNPixelDecoder
+from ..modeling.transformer_decoder import SegmentDecoder
+from ..modeling.zegformer import PerPixelBaseline, PerPixelBaselineHead, ZegFormer, ZegFormerHead
 from .settings import ModelSettings, settings_from_config
 
 

@@ -2,7 +2,7 @@
 into the values the Space shows and the `/segment` API returns.
 
 No Gradio here (the module imports without it), and no model logic: the predictor does the
-work, `zegformer.visualize` draws.
+work, `zegformer.viz.drawing` draws.
 """
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from . import visualize
-from .errors import ZegFormerError
-from .result import SegmentationResult
-from .text import MAX_CLASSES, MAX_NAME_LENGTH, parse_classes
-from .vocabularies import load_vocabulary
+from ..viz import drawing as visualize
+from ..errors import ZegFormerError
+from ..inference.result import SegmentationResult
+from ..text import MAX_CLASSES, MAX_NAME_LENGTH, parse_classes
+from ..data.vocabularies import load_vocabulary
 
 CONFIG_ENV = "ZEGFORMER_CONFIG"
 RANDOM_ENV = "ZEGFORMER_RANDOM_WEIGHTS"
@@ -71,7 +71,7 @@ def load_app_predictor(random_weights: bool | None = None) -> Any:
     Returns:
         a `zegformer.Predictor`, or a `str` (Markdown) when no model could be loaded.
     """
-    from . import load_predictor, load_random_predictor
+    from .. import load_predictor, load_random_predictor
 
     if random_weights is None:
         random_weights = os.environ.get(RANDOM_ENV, "").strip().lower() in ("1", "true", "yes")

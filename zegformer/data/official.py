@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..resources import vocabulary_dir
 from .datasets import (
     DATASETS,
     DatasetError,
@@ -42,13 +43,12 @@ from .datasets import (
 from .objects import Instance, InstanceSet, instances_from_id_map
 
 log = logging.getLogger(__name__)
-VOCAB_DIR = Path(__file__).resolve().parents[2] / "assets" / "vocabularies"
 VOCAB_FILES = {"coco-stuff": "coco_stuff_171", "voc": "pascal_voc_20", "ade847": "ade20k_full_847"}
 
 
 def official_vocabulary(dataset: str) -> Vocabulary:
     """The class list of an official dataset, from ``assets/vocabularies``."""
-    return load_vocabulary_file(VOCAB_DIR / f"{VOCAB_FILES[dataset]}.json", VOCAB_FILES[dataset])
+    return load_vocabulary_file(vocabulary_dir() / f"{VOCAB_FILES[dataset]}.json", VOCAB_FILES[dataset])
 
 
 def _first_dir(root: Path, candidates: Sequence[str], what: str, hint: str) -> Path:

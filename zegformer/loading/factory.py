@@ -10,13 +10,13 @@ import torch
 
 from .build import build_model
 from .checkpoint import detect_format, load_checkpoint, read_state_dict
-from .clip_loader import TINY_CLIP, build_clip, get_tokenizer
+from .clip import TINY_CLIP, build_clip, get_tokenizer
 from .config import apply_opts, load_config
-from .errors import ConfigError, WeightsError
-from .modeling.clip_adapter import ClipAdapter
-from .predictor import Predictor
+from ..errors import ConfigError, WeightsError
+from ..modeling.clip_adapter import ClipAdapter
+from ..inference.predictor import Predictor
 from .settings import settings_from_config
-from .vocabularies import class_list_for_official_path
+from ..data.vocabularies import class_list_for_official_path
 from .weights import CLIP_WEIGHTS_ENV, WEIGHTS_ENV, resolve_weights
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def load_random_predictor(config: str | os.PathLike = TINY_CONFIG, *,
 def _random_clip(name: str, seed: int) -> torch.nn.Module:
     import open_clip
 
-    from .clip_loader import _quiet_root_logger
+    from .clip import _quiet_root_logger
 
     torch.manual_seed(seed)
     with _quiet_root_logger():

@@ -1,0 +1,295 @@
+"""Segment images from the command line, in the manner of the official ZegFormer demo.
+
+    python -m zegformer.faces.demo --config-file zegformer_R101_bs32_60k_vit16_coco-stuff_gzss_eval \\
+        --input photo.jpg 'more/*.jpg' --output out/ --classes "cat, sofa, window" \\
+        --opts MODEL.WEIGHTS zegformer_R101_coco-stuff.pth
+
+For every input image `<stem>` it writes to the output folder:
+
+    <stem>_overlay.png   the image with class colours and a legend
+    <stem>_labels.png    class indices (8-bit, 255 = unlabelled; 16-bit, 65535, above 255 classes)
+    <stem>.json          classes, colours, confidences, areas, seen/novel, timings
+
+With `--mode both` the first two files come once per mode (`<stem>_decoupled_overlay.png`, ...)
+and `<stem>_disagreement.png` shows where the two modes differ. `--random-weights` runs a tiny
+untrained model: its outputs are marked UNTRAINED. User mistakes end with a one-line message and
+exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from zegformer import resources
+from zegformer.viz import drawing as visualize
+from zegformer.errors import ImageError, WeightsError, ZegFormerError
+from zegformer.inference.image import load_image
+
+EXAMPLES_DIR = resources.examples_dir()
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+FALLBACK_CLASSES = ("person, animal, vehicle, building, tree, grass, sky, road, water, "
+                    "furniture, wall, floor")
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A mistake in the command line or its inputs: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    """The command-line interface (flag names follow the official demo where they exist)."""
+    p = _Parser(prog="python -m zegformer.faces.demo",
+                description="ZegFormer zero-shot semantic segmentation of images.")
+    p.add_argument("--config-file", metavar="FILE", default=None,
+                   help="official-schema YAML config, or a config name (default: the COCO-Stuff "
+                        "R101 ViT-B/16 model; with --random-weights: the tiny test model)")
+    p.add_argument("--input", nargs="+", required=True, metavar="PATH",
+                   help="image files, folders, or quoted glob patterns such as 'dir/*.jpg'")
+    p.add_argument("--output", default="out", metavar="DIR",
+                   help="folder for the outputs (created; default: out)")
+    p.add_argument("--classes", default=None,
+                   help='comma-separated class names, "a | b" for synonyms (default: the '
+                        "example's list for images in examples/, else a short generic list)")
+    p.add_argument("--mode", choices=("decoupled", "pixel", "both"), default="decoupled",
+                   help="decoupled = ZegFormer's segment-level scoring; pixel = per-pixel; both")
+    p.add_argument("--confidence-threshold", "--threshold", dest="threshold", type=float,
+                   default=0.0, metavar="T",
+                   help="leave pixels unlabelled when their best normalised score is below T")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity in 0..1")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                   help="default: cuda when available")
+    p.add_argument("--clip-weights", metavar="PATH", default=None,
+                   help="CLIP ViT-B/16 weights (OpenAI layout) or hf:// reference; "
+                        "default: $ZEGFORMER_CLIP_WEIGHTS, else open_clip's download")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow weights files that need full unpickling (runs code from the file)")
+    p.add_argument("--random-weights", action="store_true",
+                   help="use a tiny randomly initialised model (for trying the tool; "
+                        "outputs are meaningless and marked UNTRAINED)")
+    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
+                   help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model.pth "
+                        "(must come last)")
+    return p
+
+
+def expand_inputs(patterns: Sequence[str]) -> list[Path]:
+    """Files named by paths, folders (their images) and glob patterns, in order, no duplicates.
+
+    Raises:
+        UsageError: a path that does not exist or a pattern or folder without images.
+    """
+    found: list[Path] = []
+    for pattern in patterns:
+        if glob.has_magic(pattern):
+            matches = [Path(m) for m in sorted(glob.glob(str(Path(pattern).expanduser())))]
+            matches = [m for m in matches if m.is_file()]
+            if not matches:
+                raise UsageError(f"no files match {pattern!r}")
+        else:
+            path = Path(pattern).expanduser()
+            if path.is_dir():
+                matches = sorted(f for f in path.iterdir()
+                                 if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+                if not matches:
+                    raise UsageError(f"folder {str(path)!r} holds no images")
+            elif path.is_file():
+                matches = [path]
+            else:
+                raise UsageError(f"input file not found: {pattern}")
+        found += [m for m in matches if m not in found]
+    return found
+
+
+def example_classes() -> dict[Path, str]:
+    """{example image path: its class list} from examples/examples.json (empty when missing)."""
+    if EXAMPLES_DIR is None:
+        return {}
+    try:
+        with open(EXAMPLES_DIR / "examples.json", encoding="utf-8") as f:
+            return {(EXAMPLES_DIR / e["image"]).resolve(): e["classes"] for e in json.load(f)}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def output_stems(paths: Sequence[Path]) -> list[str]:
+    """File stems for the outputs, made unique ("a", "a_2") when two inputs share a name."""
+    stems: list[str] = []
+    for path in paths:
+        stem, n = path.stem, 2
+        while stem in stems:
+            stem, n = f"{path.stem}_{n}", n + 1
+        stems.append(stem)
+    return stems
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if not 0.0 <= args.threshold <= 1.0:
+        raise UsageError(f"--confidence-threshold must be between 0 and 1, got {args.threshold}")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise UsageError(f"--alpha must be between 0 and 1, got {args.alpha}")
+    if len(args.opts) % 2:
+        raise UsageError("--opts needs KEY VALUE pairs, got an odd number of words")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda was given but no CUDA GPU is available; "
+                             "use --device cpu")
+
+
+def _weights_from_opts(opts: list[str]) -> tuple[str | None, list[str]]:
+    """MODEL.WEIGHTS taken out of --opts (so that its absence is reported clearly)."""
+    pairs = list(zip(opts[::2], opts[1::2], strict=True))
+    weights = next((v for k, v in pairs if k == "MODEL.WEIGHTS"), None)
+    rest = [x for k, v in pairs if k != "MODEL.WEIGHTS" for x in (k, v)]
+    return weights, rest
+
+
+def load_demo_predictor(args: argparse.Namespace) -> Any:
+    """The predictor the flags ask for.
+
+    Raises:
+        UsageError: missing weights or a bad config, with what to set.
+    """
+    from zegformer import DEFAULT_CONFIG, load_predictor, load_random_predictor
+
+    weights, opts = _weights_from_opts(list(args.opts))
+    if args.random_weights:
+        if weights:
+            print("warning: --random-weights ignores MODEL.WEIGHTS", file=sys.stderr)
+        return load_random_predictor(args.config_file or "tiny", device=args.device, opts=opts)
+    if weights and "://" not in weights and not Path(weights).expanduser().is_file():
+        raise UsageError(f"weights file not found: {weights} (from --opts MODEL.WEIGHTS)")
+    try:
+        return load_predictor(args.config_file or DEFAULT_CONFIG, weights,
+                              clip_weights=args.clip_weights, device=args.device, opts=opts,
+                              trust_pickle=args.trust_pickle)
+    except WeightsError as e:
+        raise UsageError(f"{_one_line(e)}; or try --random-weights") from None
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def _full_size(label_map: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """The label map at the input's size (the predictor downscales huge images)."""
+    if label_map.shape == tuple(size_hw):
+        return label_map
+    img = Image.fromarray(label_map.astype(np.int32))  # mode "I"
+    return np.asarray(img.resize(size_hw[::-1], Image.Resampling.NEAREST)).astype(np.int32)
+
+
+def segment_file(predictor: Any, path: Path, stem: str, classes: str, modes: Sequence[str],
+                 out_dir: Path, threshold: float = 0.0, alpha: float = 0.5) -> dict[str, Any]:
+    """Segment one image and write its files; returns the JSON summary that was written.
+
+    Raises:
+        ImageError: the file is not a readable image.
+        ZegFormerError: e.g. a bad class list.
+    """
+    t0 = time.perf_counter()
+    rgb = load_image(path)
+    results = {m: predictor.predict(rgb, classes, mode=m, threshold=threshold) for m in modes}
+    colors = visualize.class_colors(next(iter(results.values())).class_names)
+    entries: dict[str, Any] = {}
+    files: list[str] = []
+    for mode, res in results.items():
+        prefix = stem if len(modes) == 1 else f"{stem}_{mode}"
+        title = {"decoupled": "decoupled (ZegFormer)", "pixel": "pixel-level"}.get(mode, mode)
+        visualize.render(rgb, res, alpha, title=title).save(out_dir / f"{prefix}_overlay.png")
+        labels = _full_size(res.label_map, rgb.shape[:2])
+        visualize.save_label_map(labels, out_dir / f"{prefix}_labels.png", len(res.class_names))
+        files += [f"{prefix}_overlay.png", f"{prefix}_labels.png"]
+        entries[mode] = visualize.result_json(res, colors)
+    if len(modes) == 2:
+        a, b = results[modes[0]], results[modes[1]]
+        visualize.render_disagreement(rgb, a, b).save(out_dir / f"{stem}_disagreement.png")
+        files.append(f"{stem}_disagreement.png")
+    summary: dict[str, Any] = {"input": str(path), "input_size": {"height": rgb.shape[0],
+                                                                  "width": rgb.shape[1]}}
+    if len(modes) == 1:
+        summary.update(entries[modes[0]])
+    else:
+        first = entries[modes[0]]
+        summary.update({k: first[k] for k in ("model", "untrained", "device")})
+        summary["mode"] = "both"
+        summary["results"] = entries
+        summary["disagreement_fraction"] = float(visualize.disagreement(a, b).mean())
+    summary["files"] = files + [f"{stem}.json"]
+    summary["seconds"] = round(time.perf_counter() - t0, 4)
+    with open(out_dir / f"{stem}.json", "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2, ensure_ascii=False)
+    return summary
+
+
+def run(args: argparse.Namespace) -> int:
+    """Everything after argument parsing; returns the exit status."""
+    from tqdm import tqdm
+
+    from zegformer.text import parse_classes
+
+    _check_args(args)
+    paths = expand_inputs(args.input)
+    defaults = example_classes()
+    vocab = {p: args.classes if args.classes is not None
+             else defaults.get(p.resolve(), FALLBACK_CLASSES) for p in paths}
+    for text in set(vocab.values()):
+        parse_classes(text)  # fail fast on an empty or bad list, before loading the model
+    out_dir = Path(args.output).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--output {str(out_dir)!r} is a file, not a folder")
+    predictor = load_demo_predictor(args)
+    modes = ["decoupled", "pixel"] if args.mode == "both" else [args.mode]
+    supported = getattr(predictor, "modes", ("decoupled", "pixel"))
+    if any(m not in supported for m in modes):
+        raise UsageError(f"this model supports only --mode {' / '.join(supported)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print(f"model: {predictor.describe()}", file=sys.stderr)
+    failed = []
+    bar = tqdm(list(zip(paths, output_stems(paths), strict=True)), desc="segmenting", unit="image")
+    for path, stem in bar:
+        try:
+            segment_file(predictor, path, stem, vocab[path], modes, out_dir,
+                         args.threshold, args.alpha)
+        except ImageError as e:
+            failed.append(path)
+            bar.write(f"warning: skipping {path}: {_one_line(e)}", file=sys.stderr)
+    done = len(paths) - len(failed)
+    print(f"wrote outputs for {done} image{'s' * (done != 1)} to {out_dir}", file=sys.stderr)
+    if failed:
+        print(f"error: {len(failed)} of {len(paths)} inputs could not be read", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m zegformer.faces.demo`; returns the exit status."""
+    args = get_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (UsageError, ZegFormerError) as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
