@@ -77,19 +77,13 @@ def test_decoupled_scores_match_official_sem_seg(official_predictor, golden):
 
 def test_segment_logits_match_official(official_predictor, golden):
     """The segment classifier's logits for the golden text features (before any scoring)."""
-    from zegformer.inference.image import resize, shortest_edge_size
-    from zegformer.inference.predictor import _pad
+    from zegformer.inference.preprocess import preprocess
 
     g, _ = golden
     p = official_predictor
-    img = g["image_rgb"]
-    nh, nw = shortest_edge_size(*img.shape[:2], 640, 2560)
-    x = torch.from_numpy(resize(img, (nh, nw))).permute(2, 0, 1).float()
-    x = _pad((x - p._mean) / p._std, 32)[None]
-    head = p.model.sem_seg_head
+    s = p.settings
+    x = preprocess(g["image_rgb"], short=640, max_size=2560, mean=s.pixel_mean, std=s.pixel_std,
+                   divisor=32).image
     with torch.inference_mode():
-        feats = p.model.backbone(x)
-        out = head.predictor(feats["res5"], head.pixel_decoder(feats))
-        logits = head.predictor.classify(out["segment_embeds"],
-                                         torch.from_numpy(g["text_features_test"]))[0]
+        logits = p.model(x, torch.from_numpy(g["text_features_test"])).pred_logits[0]
     np.testing.assert_allclose(logits.numpy(), g["pred_logits"], atol=1e-4)

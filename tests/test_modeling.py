@@ -36,11 +36,12 @@ def test_tiny_model_output_shapes(tiny_model):
     with torch.no_grad():
         out = tiny_model(x)
     # tiny: 10 queries, CLIP_EMBED_DIM 32; masks at stride 4.
-    assert out["segment_embeds"].shape == (2, 10, 32)
-    assert out["pred_masks"].shape == (2, 10, 16, 24)
-    torch.testing.assert_close(out["segment_embeds"].norm(dim=-1), torch.ones(2, 10))
+    assert out.segment_embeds.shape == (2, 10, 32)
+    assert out.pred_masks.shape == (2, 10, 16, 24)
+    assert out.pred_logits is None and out.aux_outputs == []
+    torch.testing.assert_close(out.segment_embeds.norm(dim=-1), torch.ones(2, 10))
     text = torch.nn.functional.normalize(torch.randn(5, 32), dim=-1)
-    logits = tiny_model.sem_seg_head.predictor.classify(out["segment_embeds"], text)
+    logits = tiny_model.classify(out.segment_embeds, text)
     assert logits.shape == (2, 10, 5 + 1)
     # Cosine logits at scale 100 lie in [-100, 100].
     assert logits[..., :5].abs().max() <= 100 + 1e-4
@@ -164,7 +165,7 @@ def test_per_pixel_baseline_classifier_by_hand(tiny_model):
     logits = model.classify(emb, text)  # 100 * cos
     torch.testing.assert_close(logits[0, :, :, 0], torch.tensor([[100.0, 60.0], [0.0, 80.0]]))
     with torch.no_grad():
-        out = model(torch.randn(1, 3, 64, 64))["pixel_embeds"]
+        out = model(torch.randn(1, 3, 64, 64))
     assert out.shape == (1, 2, 16, 16)
     torch.testing.assert_close(out.norm(dim=1), torch.ones(1, 16, 16))
 

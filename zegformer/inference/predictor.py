@@ -7,24 +7,19 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from . import scoring
 from ..errors import ZegFormerError
-from .image import limit_size, load_image, resize, shortest_edge_size
-from ..modeling.clip_adapter import ClipAdapter
-from .result import SegmentationResult, class_statistics
 from ..loading.settings import ModelSettings
-from ..text import CLIP_TEMPLATES, TextEmbedder, is_seen, parse_classes
-
-MODES = ("decoupled", "pixel")
-DENSE_CLIP_SHORT_SIDE = 448  # input short side for dense CLIP features in pixel mode
-DENSE_CLIP_MAX_SIDE = 1344
-ProgressFn = Callable[[float, str], None]
+from ..modeling.clip_adapter import ClipAdapter
+from ..text import TextEmbedder, is_seen, parse_classes
+from .image import limit_size, load_image
+from .modes import USER_MODES as MODES
+from .modes import ProgressFn, ScoringInputs, resolve_mode
+from .result import SegmentationResult, class_statistics
 
 
 class Predictor:
@@ -42,7 +37,7 @@ class Predictor:
         max_side: images with a longer side are downscaled to it first.
     """
 
-    model: Any  # ZegFormer or PerPixelBaseline: submodules are read by name
+    model: Any  # ZegFormer or PerPixelBaseline (both have `kind` and `stages()`)
 
     def __init__(self, model: torch.nn.Module, clip: ClipAdapter, tokenizer, settings: ModelSettings,
                  *, seen_classes: frozenset[str], device: torch.device | str = "cpu",
@@ -57,11 +52,6 @@ class Predictor:
         self.description = description or settings.name
         self.max_side = max_side
         self.text = TextEmbedder(self.clip.encode_text, tokenizer, clip_id, self.device)
-        s = settings
-        self._mean = torch.tensor(s.pixel_mean, device=self.device).view(3, 1, 1)
-        self._std = torch.tensor(s.pixel_std, device=self.device).view(3, 1, 1)
-        self._clip_mean = torch.tensor(s.clip_pixel_mean, device=self.device).view(3, 1, 1)
-        self._clip_std = torch.tensor(s.clip_pixel_std, device=self.device).view(3, 1, 1)
 
     @property
     def kind(self) -> str:
@@ -118,134 +108,68 @@ class Predictor:
         """Per-class score maps K x H x W (float32, numpy) for an RGB uint8 image.
 
         In decoupled mode these are the official model's `sem_seg` for this image and vocabulary.
+        The mode's function comes from the registry in `zegformer.inference.modes`.
         """
-        if mode not in MODES:
-            raise ZegFormerError(f"mode must be one of {MODES}, got {mode!r}")
-        if mode not in self.modes:
-            raise ZegFormerError("this checkpoint is the per-pixel baseline: only mode='pixel' works")
+        scoring_mode = resolve_mode(mode, self.kind)
         timings = {} if timings is None else timings
         report = progress or (lambda f, d: None)
-        s = self.settings
         seen = torch.tensor([is_seen(n, self.seen_classes) for n in names], device=self.device)
         report(0.05, "encoding class names")
-        with self._timer(timings, "text"):
-            text = self.text(names, s.prompt_ensemble_type).to(self.device)
-        h, w = rgb.shape[:2]
+
+        def text(templates) -> torch.Tensor:
+            with self._timer(timings, "text"):
+                return self.text(names, templates).to(self.device)
+
+        inputs = ScoringInputs(
+            rgb=rgb, names=names, seen=seen, settings=self.settings, model=self.model,
+            clip=self.clip, text=text, timer=lambda key: self._timer(timings, key),
+            report=report, autocast=self._autocast)
         report(0.15, "preprocessing")
-        if mode == "pixel" and self.kind == "zegformer":
-            out = self._dense_clip(rgb, names, timings, report)
-        else:
-            with self._timer(timings, "preprocess"):
-                nh, nw = shortest_edge_size(h, w, s.min_size_test, s.max_size_test)
-                x = torch.from_numpy(resize(rgb, (nh, nw))).to(self.device)
-                x = x.permute(2, 0, 1).float()  # 3 x nh x nw, 0-255 RGB
-            if self.kind == "per_pixel_baseline":
-                out = self._per_pixel(x, text, seen, (h, w), timings, report)
-            else:
-                out = self._decoupled(x, text, names, seen, (h, w), timings, report)
+        with self._stage_timers(timings):
+            out = scoring_mode.fn(inputs)
         report(1.0, "done")
         return out.float().cpu().numpy()
-
-    def _backbone(self, x: torch.Tensor, timings: dict[str, float]):
-        """Normalise and pad the 0-255 image (3 x h x w), run the backbone.
-
-        Returns:
-            (1 x 3 x Hp x Wp normalised padded image, {"res2".."res5"} features).
-        """
-        with self._timer(timings, "preprocess"):
-            img = _pad((x - self._mean) / self._std, self.settings.size_divisibility)[None]
-        with self._timer(timings, "backbone"):
-            feats = self.model.backbone(img)
-        return img, feats
-
-    def _decoupled(self, x, text, names, seen, out_size, timings, report) -> torch.Tensor:
-        s, head = self.settings, self.model.sem_seg_head
-        nh, nw = x.shape[-2:]
-        img, feats = self._backbone(x, timings)
-        report(0.35, "pixel decoder")
-        with self._timer(timings, "pixel_decoder"):
-            mask_features = head.pixel_decoder(feats)
-        report(0.45, "segment decoder")
-        with self._timer(timings, "transformer"):
-            out = head.predictor(feats[head.transformer_in_feature], mask_features)
-            seg_logits = head.predictor.classify(out["segment_embeds"], text)[0].float()
-        with self._timer(timings, "merge"):
-            masks = F.interpolate(out["pred_masks"].float(), size=img.shape[-2:], mode="bilinear",
-                                  align_corners=False)[0]  # Q x Hp x Wp
-        clip_logits = None
-        if s.clip_classification:
-            report(0.55, "classifying segments with CLIP")
-            with self._timer(timings, "text"):
-                clip_text = self.text(names, CLIP_TEMPLATES).to(self.device)
-            with self._timer(timings, "clip_crops"):
-                clip_img = _pad((x - self._clip_mean) / self._clip_std, s.size_divisibility)
-                with self._autocast():
-                    clip_logits = scoring.clip_segment_logits(
-                        clip_img, masks, self.clip.encode_image, clip_text,
-                        self.clip.logit_scale.float(), style=s.clip_cls_style,
-                        size=self.clip.image_size).float()
-        report(0.85, "merging segments")
-        with self._timer(timings, "merge"):
-            probs = scoring.decoupled_segment_probs(
-                seg_logits, seen, clip_logits=clip_logits, ensembling=s.ensembling,
-                all_classes_as_novel=s.ensembling_all_cls, lam=s.ensemble_lambda)
-            sem = scoring.semantic_merge(probs, masks)
-            sem = scoring.postprocess(sem, (nh, nw), out_size)
-            sem = scoring.calibrate(sem, seen, s.gzero_calibrate)
-        return sem
-
-    def _per_pixel(self, x, text, seen, out_size, timings, report) -> torch.Tensor:
-        s = self.settings
-        nh, nw = x.shape[-2:]
-        _, feats = self._backbone(x, timings)
-        report(0.4, "pixel decoder")
-        with self._timer(timings, "pixel_decoder"):
-            emb = self.model.sem_seg_head(feats)
-        with self._timer(timings, "merge"):
-            logits = self.model.classify(emb, text)
-            logits = F.interpolate(logits.float(), scale_factor=4, mode="bilinear",
-                                   align_corners=False)[0]
-            sem = scoring.postprocess(scoring.pixel_probs(logits), (nh, nw), out_size)
-            sem = scoring.calibrate(sem, seen, s.gzero_calibrate)
-        return sem
-
-    def _dense_clip(self, rgb, names, timings, report) -> torch.Tensor:
-        h, w = rgb.shape[:2]
-        patch = self.clip.clip.visual.conv1.kernel_size[0]
-        with self._timer(timings, "text"):
-            text = self.text(names, CLIP_TEMPLATES).to(self.device)
-        with self._timer(timings, "preprocess"):
-            nh, nw = shortest_edge_size(h, w, DENSE_CLIP_SHORT_SIDE, DENSE_CLIP_MAX_SIDE)
-            x = torch.from_numpy(resize(rgb, (nh, nw))).to(self.device).permute(2, 0, 1).float()
-            img = _pad((x - self._clip_mean) / self._clip_std, patch)[None]
-        report(0.4, "dense CLIP features")
-        with self._timer(timings, "clip_dense"), self._autocast():
-            feats = self.clip.dense_features(img).float()[0]  # D x gh x gw
-        with self._timer(timings, "merge"):
-            logits = self.clip.logit_scale.float() * torch.einsum("dhw,kd->khw", feats, text)
-            logits = F.interpolate(logits[None], size=img.shape[-2:], mode="bilinear",
-                                   align_corners=False)[0]
-            return scoring.postprocess(scoring.pixel_probs(logits), (nh, nw), (h, w))
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.float16,
                               enabled=self.device.type == "cuda")
 
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     @contextmanager
     def _timer(self, timings: dict[str, float], key: str) -> Iterator[None]:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        self._sync()
         t = time.perf_counter()
         yield
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        self._sync()
         timings[key] = timings.get(key, 0.0) + time.perf_counter() - t
 
+    @contextmanager
+    def _stage_timers(self, timings: dict[str, float]) -> Iterator[None]:
+        """Time the model's stages (`model.stages()`: backbone, pixel decoder, transformer) with
+        forward hooks, so that the one `model.forward` call is still reported stage by stage."""
+        start: dict[str, float] = {}
+        handles = []
 
-def _pad(x: torch.Tensor, divisor: int) -> torch.Tensor:
-    """Zero-pad C x H x W bottom/right to multiples of `divisor` (no-op for divisor <= 0)."""
-    if divisor <= 0:
-        return x
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % divisor, (-w) % divisor
-    return F.pad(x, (0, pw, 0, ph)) if ph or pw else x
+        def before(key):
+            def hook(module, args):
+                self._sync()
+                start[key] = time.perf_counter()
+            return hook
+
+        def after(key):
+            def hook(module, args, output):
+                self._sync()
+                timings[key] = timings.get(key, 0.0) + time.perf_counter() - start.pop(key)
+            return hook
+
+        for key, module in self.model.stages().items():
+            handles.append(module.register_forward_pre_hook(before(key)))
+            handles.append(module.register_forward_hook(after(key)))
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()

@@ -45,6 +45,7 @@ def build_model(config: str | os.PathLike | CfgNode | ModelSettings, opts=()) ->
             num_queries=s.num_queries, nheads=s.nheads, dim_feedforward=s.dim_feedforward,
             dec_layers=s.dec_layers, mask_dim=s.mask_dim, embed_dim=s.embed_dim,
             temperature=s.temperature, enforce_input_proj=s.enforce_input_proj,
+            dropout=s.dropout,
         )
         model = ZegFormer(backbone, ZegFormerHead(pixel_decoder, predictor))
     return model.eval().requires_grad_(False)

@@ -28,6 +28,7 @@ class ModelSettings:
     nheads: int  # 8
     dim_feedforward: int  # 2048
     dec_layers: int  # 6
+    dropout: float  # decoder dropout, training only (0.1)
     enforce_input_proj: bool  # False
     embed_dim: int  # CLIP joint-space width (512 for ViT-B/16)
     temperature: float  # 0.01 -> logit scale 100
@@ -89,6 +90,7 @@ def settings_from_config(cfg: CfgNode) -> ModelSettings:
         nheads=int(mf.NHEADS),
         dim_feedforward=int(mf.DIM_FEEDFORWARD),
         dec_layers=int(mf.DEC_LAYERS),
+        dropout=float(mf.DROPOUT),
         enforce_input_proj=bool(mf.ENFORCE_INPUT_PROJ),
         embed_dim=int(head.get("CLIP_EMBED_DIM", 512)),
         temperature=float(head.TEMPERATURE),

@@ -35,6 +35,11 @@ class ClipAdapter(nn.Module):
         return int(size[0] if isinstance(size, (tuple, list)) else size)
 
     @property
+    def patch_size(self) -> int:
+        """Side of one image patch in pixels (16 for ViT-B/16)."""
+        return int(self.clip.visual.conv1.kernel_size[0])
+
+    @property
     def logit_scale(self) -> torch.Tensor:
         return self.clip.logit_scale.exp()
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .backbone import ResNetBackbone
+from .outputs import ZegFormerOutput
 from .pixel_decoder import FPNPixelDecoder
 from .transformer_decoder import SegmentDecoder
 
@@ -29,17 +29,17 @@ class ZegFormerHead(nn.Module):
         self.predictor = predictor
         self.transformer_in_feature = transformer_in_feature
 
-    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, features: dict[str, torch.Tensor], text_embeds: torch.Tensor | None = None,
+                *, aux_outputs: bool = False) -> ZegFormerOutput:
         mask_features = self.pixel_decoder(features)
-        return self.predictor(features[self.transformer_in_feature], mask_features)
+        return self.predictor(features[self.transformer_in_feature], mask_features, text_embeds,
+                              aux_outputs=aux_outputs)
 
 
 class ZegFormer(nn.Module):
     """Class-agnostic grouping into segments, each with an embedding in the CLIP space.
 
-    forward(images: B x 3 x H x W normalised, H and W multiples of 32) ->
-        {"segment_embeds": B x Q x D, "pred_masks": B x Q x H/4 x W/4,
-         "features": backbone features (for timing/inspection)}.
+    The one forward that inference, evaluation and training all call.
     """
 
     kind = "zegformer"
@@ -49,9 +49,33 @@ class ZegFormer(nn.Module):
         self.backbone = backbone
         self.sem_seg_head = sem_seg_head
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = self.backbone(images)
-        return self.sem_seg_head(features)
+    def forward(self, images: torch.Tensor, text_embeddings: torch.Tensor | None = None, *,
+                aux_outputs: bool | None = None) -> ZegFormerOutput:
+        """Segment a batch.
+
+        Args:
+            images: B x 3 x H x W, normalised with PIXEL_MEAN/STD, H and W multiples of 32.
+            text_embeddings: K x D L2-normalised class embeddings; when given the output has
+                class logits B x Q x (K + 1) for every returned layer.
+            aux_outputs: also return the 5 earlier decoder layers (deep supervision); defaults
+                to `self.training`.
+
+        Returns:
+            ZegFormerOutput (segment_embeds B x Q x D, pred_masks B x Q x H/4 x W/4,
+            pred_logits, aux_outputs).
+        """
+        aux = self.training if aux_outputs is None else aux_outputs
+        return self.sem_seg_head(self.backbone(images), text_embeddings, aux_outputs=aux)
+
+    def classify(self, segment_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+        """B x Q x D segment embeddings, K x D text -> B x Q x (K + 1) logits (see SegmentDecoder)."""
+        return self.sem_seg_head.predictor.classify(segment_embeds, text_embeds)
+
+    def stages(self) -> dict[str, nn.Module]:
+        """The submodules a timer reports separately, in the order they run."""
+        head = self.sem_seg_head
+        return {"backbone": self.backbone, "pixel_decoder": head.pixel_decoder,
+                "transformer": head.predictor}
 
 
 class PerPixelBaselineHead(nn.Module):
@@ -72,7 +96,7 @@ class PerPixelBaselineHead(nn.Module):
 
 
 class PerPixelBaseline(nn.Module):
-    """forward(images) -> {"pixel_embeds": B x D x H/4 x W/4} (no grouping, no segments)."""
+    """Pixel-level baseline: every pixel embedded on its own (no grouping, no segments)."""
 
     kind = "per_pixel_baseline"
 
@@ -81,15 +105,16 @@ class PerPixelBaseline(nn.Module):
         self.backbone = backbone
         self.sem_seg_head = sem_seg_head
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"pixel_embeds": self.sem_seg_head(self.backbone(images))}
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images: B x 3 x H x W normalised -> pixel embeddings B x D x H/4 x W/4."""
+        return self.sem_seg_head(self.backbone(images))
+
+    def stages(self) -> dict[str, nn.Module]:
+        """The submodules a timer reports separately, in the order they run."""
+        return {"backbone": self.backbone, "pixel_decoder": self.sem_seg_head}
 
     def classify(self, pixel_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
         """B x D x h x w, K x D -> logits B x K x h x w (scale * cosine)."""
         scale = self.sem_seg_head.logit_scale.exp()
         return scale * torch.einsum("bdhw,kd->bkhw", pixel_embeds, text_embeds.to(pixel_embeds.dtype))
 
-
-def upsample_like(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize (align_corners=False) of B x C x h x w to B x C x size."""
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)

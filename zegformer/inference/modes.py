@@ -1,0 +1,168 @@
+"""Scoring modes: named functions from one image's model outputs to per-class maps K x H x W.
+
+| name                 | model kind          | what scores a pixel                                  |
+|----------------------|---------------------|------------------------------------------------------|
+| `decoupled`          | zegformer           | segments classified (+ CLIP crops), merged by masks  |
+| `dense_clip`         | zegformer           | dense CLIP features (MaskCLIP-style), no grouping    |
+| `per_pixel_baseline` | per_pixel_baseline  | the official per-pixel baseline head                 |
+
+A user-facing mode ("decoupled" or "pixel") resolves to one of these through `resolve_mode`:
+"pixel" means dense CLIP with a ZegFormer checkpoint and the baseline head with a baseline one.
+Each function reads what it needs from `ScoringInputs` and returns float scores on the device.
+"""
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ZegFormerError
+from ..loading.settings import ModelSettings
+from ..modeling.clip_adapter import ClipAdapter
+from . import scoring
+from ..text import CLIP_TEMPLATES
+from .preprocess import normalize_and_pad, preprocess, resize_shortest_edge
+
+USER_MODES = ("decoupled", "pixel")
+DENSE_CLIP_SHORT_SIDE = 448  # input short side for dense CLIP features in pixel mode
+DENSE_CLIP_MAX_SIDE = 1344
+ProgressFn = Callable[[float, str], None]
+
+
+@dataclass
+class ScoringInputs:
+    """What a scoring mode may use for one image and vocabulary.
+
+    rgb: H x W x 3 uint8 RGB image (already size-limited).
+    seen: K bool tensor on the device, True for training-vocabulary classes.
+    text: templates -> K x D L2-normalised class embeddings (cached by the caller).
+    timer: key -> context manager adding the elapsed time to that key.
+    autocast: context manager for reduced precision where the device allows it.
+    """
+
+    rgb: np.ndarray
+    names: list[str]
+    seen: torch.Tensor
+    settings: ModelSettings
+    model: nn.Module
+    clip: ClipAdapter
+    text: Callable[[str | Sequence[str]], torch.Tensor]
+    timer: Callable[[str], AbstractContextManager]
+    report: ProgressFn
+    autocast: Callable[[], AbstractContextManager]
+
+    @property
+    def device(self) -> torch.device:
+        return self.seen.device
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.rgb.shape[0]), int(self.rgb.shape[1])
+
+
+@dataclass(frozen=True)
+class ScoringMode:
+    name: str
+    model_kind: str  # the `kind` of model it needs
+    fn: Callable[[ScoringInputs], torch.Tensor]
+
+
+SCORING_MODES: dict[str, ScoringMode] = {}
+
+
+def register_mode(name: str, model_kind: str):
+    """Decorator adding a scoring function to SCORING_MODES under `name`."""
+    def add(fn: Callable[[ScoringInputs], torch.Tensor]) -> Callable[[ScoringInputs], torch.Tensor]:
+        SCORING_MODES[name] = ScoringMode(name, model_kind, fn)
+        return fn
+    return add
+
+
+def resolve_mode(mode: str, model_kind: str) -> ScoringMode:
+    """The scoring function for a user-facing mode ("decoupled" / "pixel") and a model kind."""
+    if mode not in USER_MODES:
+        raise ZegFormerError(f"mode must be one of {USER_MODES}, got {mode!r}")
+    if model_kind == "per_pixel_baseline":
+        if mode != "pixel":
+            raise ZegFormerError("this checkpoint is the per-pixel baseline: only mode='pixel' works")
+        return SCORING_MODES["per_pixel_baseline"]
+    return SCORING_MODES["decoupled" if mode == "decoupled" else "dense_clip"]
+
+
+@register_mode("decoupled", "zegformer")
+def decoupled(inp: ScoringInputs) -> torch.Tensor:
+    """ZegFormer's segment-level scoring: the official `sem_seg` (see `scoring` for the formula)."""
+    s = inp.settings
+    with inp.timer("preprocess"):
+        pre = preprocess(inp.rgb, short=s.min_size_test, max_size=s.max_size_test,
+                         mean=s.pixel_mean, std=s.pixel_std, divisor=s.size_divisibility,
+                         device=inp.device)
+    inp.report(0.35, "segmenting")
+    text = inp.text(s.prompt_ensemble_type)
+    out = inp.model(pre.image, text)
+    seg_logits = out.pred_logits[0].float()  # Q x (K + 1)
+    with inp.timer("merge"):
+        masks = F.interpolate(out.pred_masks.float(), size=pre.image.shape[-2:], mode="bilinear",
+                              align_corners=False)[0]  # Q x Hp x Wp
+    clip_logits = None
+    if s.clip_classification:
+        inp.report(0.55, "classifying segments with CLIP")
+        clip_text = inp.text(CLIP_TEMPLATES)
+        with inp.timer("clip_crops"):
+            clip_img = normalize_and_pad(pre.resized, s.clip_pixel_mean, s.clip_pixel_std,
+                                         s.size_divisibility)[0]
+            with inp.autocast():
+                clip_logits = scoring.clip_segment_logits(
+                    clip_img, masks, inp.clip.encode_image, clip_text,
+                    inp.clip.logit_scale.float(), style=s.clip_cls_style,
+                    size=inp.clip.image_size).float()
+    inp.report(0.85, "merging segments")
+    with inp.timer("merge"):
+        probs = scoring.decoupled_segment_probs(
+            seg_logits, inp.seen, clip_logits=clip_logits, ensembling=s.ensembling,
+            all_classes_as_novel=s.ensembling_all_cls, lam=s.ensemble_lambda)
+        sem = scoring.semantic_merge(probs, masks)
+        sem = scoring.postprocess(sem, pre.size, inp.size)
+        return scoring.calibrate(sem, inp.seen, s.gzero_calibrate)
+
+
+@register_mode("dense_clip", "zegformer")
+def dense_clip(inp: ScoringInputs) -> torch.Tensor:
+    """Pixel-level scoring with dense CLIP features: softmax over classes of scale * cosine."""
+    s = inp.settings
+    text = inp.text(CLIP_TEMPLATES)
+    with inp.timer("preprocess"):
+        x = resize_shortest_edge(inp.rgb, DENSE_CLIP_SHORT_SIDE, DENSE_CLIP_MAX_SIDE, inp.device)
+        img = normalize_and_pad(x, s.clip_pixel_mean, s.clip_pixel_std, inp.clip.patch_size)
+    inp.report(0.4, "dense CLIP features")
+    with inp.timer("clip_dense"), inp.autocast():
+        feats = inp.clip.dense_features(img).float()[0]  # D x gh x gw
+    with inp.timer("merge"):
+        logits = inp.clip.logit_scale.float() * torch.einsum("dhw,kd->khw", feats, text)
+        logits = F.interpolate(logits[None], size=img.shape[-2:], mode="bilinear",
+                               align_corners=False)[0]
+        return scoring.postprocess(scoring.pixel_probs(logits), tuple(x.shape[-2:]), inp.size)
+
+
+@register_mode("per_pixel_baseline", "per_pixel_baseline")
+def per_pixel_baseline(inp: ScoringInputs) -> torch.Tensor:
+    """The official per-pixel baseline head: softmax over classes of its per-pixel logits."""
+    s = inp.settings
+    with inp.timer("preprocess"):
+        pre = preprocess(inp.rgb, short=s.min_size_test, max_size=s.max_size_test,
+                         mean=s.pixel_mean, std=s.pixel_std, divisor=s.size_divisibility,
+                         device=inp.device)
+    inp.report(0.4, "pixel embeddings")
+    text = inp.text(s.prompt_ensemble_type)
+    emb = inp.model(pre.image)
+    with inp.timer("merge"):
+        logits = inp.model.classify(emb, text)
+        logits = F.interpolate(logits.float(), scale_factor=4, mode="bilinear",
+                               align_corners=False)[0]
+        sem = scoring.postprocess(scoring.pixel_probs(logits), pre.size, inp.size)
+        return scoring.calibrate(sem, inp.seen, s.gzero_calibrate)
