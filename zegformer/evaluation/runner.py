@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.datasets import DatasetError, EvalDataset, Record
+from ..loading.config import opt_value
 from .distributed import DistInfo, all_reduce_sum, finish, gather_objects, init_distributed, shard
 from .metrics import UNLABELLED_PRED
 from ..data.objects import extract_objects
@@ -287,7 +288,7 @@ def _run(opts: EvalOptions, info: DistInfo, t0: float) -> dict[str, Any] | None:
         "n_classes": len(classes.names),
         "n_unseen_classes": int(classes.unseen.sum()),
         "model": model.describe() if model else f"saved predictions ({opts.from_predictions})",
-        "checkpoint": _opt_value(opts.opts, "MODEL.WEIGHTS"),
+        "checkpoint": opt_value(opts.opts, "MODEL.WEIGHTS"),
         "mode": opts.mode if model else None,
         "untrained": bool(model and getattr(model.predictor, "untrained", opts.random_weights)),
         "ignore_label": ds.ignore_label,
@@ -301,10 +302,3 @@ def _run(opts: EvalOptions, info: DistInfo, t0: float) -> dict[str, Any] | None:
     write_report(out, summary, tables, plots=opts.plots)
     print(format_summary(summary), flush=True)
     return summary
-
-
-def _opt_value(opts: list[str], key: str) -> str | None:
-    for k, v in zip(opts[::2], opts[1::2]):
-        if k == key:
-            return v
-    return None

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import WeightsError
+from .checkpoint import load_state_dict_strict, read_state_dict, unwrap_state_dict
 
 TINY_CLIP = "tiny"
 _TINY_ARCH = "zegformer-tiny-clip"
@@ -35,6 +36,11 @@ def _quiet_root_logger():
         yield
     finally:
         root.setLevel(level)
+
+
+def open_clip_arch(name: str) -> str:
+    """open_clip's architecture name for an official CLIP name ("ViT-B/16" -> "ViT-B-16")."""
+    return name.replace("/", "-")
 
 
 def get_tokenizer(name: str) -> Callable[[list[str]], torch.Tensor]:
@@ -61,7 +67,7 @@ def build_clip(name: str, weights: str | os.PathLike | None = None, *, seed: int
         if weights:
             _load_open_clip_state(model, Path(weights))
         return model.eval().requires_grad_(False)
-    arch = name.replace("/", "-")
+    arch = open_clip_arch(name)
     if weights is None:
         try:
             model = oc.create_model(arch, pretrained="openai")
@@ -83,9 +89,7 @@ def build_clip(name: str, weights: str | os.PathLike | None = None, *, seed: int
         except Exception as e:
             raise WeightsError(f"{path}: not a CLIP state dict or TorchScript archive ({e})") from None
         return model.eval().requires_grad_(False)
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    sd = {k[7:] if k.startswith("module.") else k: v for k, v in sd.items()}
+    sd = unwrap_state_dict(sd, str(path))
     if "visual.proj" in sd and "visual.transformer.resblocks.0.attn.in_proj_weight" in sd:
         from open_clip.model import build_model_from_openai_state_dict
 
@@ -100,8 +104,6 @@ def build_clip(name: str, weights: str | os.PathLike | None = None, *, seed: int
 
 
 def _load_open_clip_state(model: nn.Module, path: Path, sd: dict | None = None) -> None:
-    from .checkpoint import load_state_dict_strict, read_state_dict
-
     sd = sd if sd is not None else read_state_dict(path)
     sd = {k: v for k, v in sd.items() if k not in ("input_resolution", "context_length", "vocab_size")}
     load_state_dict_strict(model, sd, str(path))

@@ -236,6 +236,22 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def opt_value(opts: Sequence[str], key: str) -> str | None:
+    """The value given for `key` in KEY VALUE overrides (the last one wins), or None."""
+    opts = list(opts)
+    values = [v for k, v in zip(opts[0::2], opts[1::2]) if k == key]
+    return values[-1] if values else None
+
+
+def split_opt(opts: Sequence[str], key: str) -> tuple[str | None, list[str]]:
+    """(value of `key`, the other KEY VALUE pairs): e.g. MODEL.WEIGHTS taken out of --opts."""
+    opts = list(opts)
+    if len(opts) % 2:
+        raise ConfigError(f"--opts needs KEY VALUE pairs; got an odd number of items: {opts}")
+    rest = [x for k, v in zip(opts[0::2], opts[1::2]) if k != key for x in (k, v)]
+    return opt_value(opts, key), rest
+
+
 def apply_opts(cfg: CfgNode, opts: Sequence[str]) -> None:
     """Apply detectron2-style overrides `["MODEL.WEIGHTS", "x.pth", "INPUT.MIN_SIZE_TEST", "512"]`.
 

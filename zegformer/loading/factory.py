@@ -11,7 +11,7 @@ import torch
 from .build import build_model
 from .checkpoint import detect_format, load_checkpoint, read_state_dict
 from .clip import TINY_CLIP, build_clip, get_tokenizer
-from .config import apply_opts, load_config
+from .config import apply_opts, load_config, opt_value
 from ..errors import ConfigError, WeightsError
 from ..modeling.clip_adapter import ClipAdapter
 from ..inference.predictor import Predictor
@@ -54,7 +54,7 @@ def load_predictor(config: str | os.PathLike = DEFAULT_CONFIG,
     opts = list(opts)
     cfg = load_config(config, opts)
     path = resolve_weights(weights, None) if weights else None
-    if path is None and "MODEL.WEIGHTS" in opts[0::2]:
+    if path is None and opt_value(opts, "MODEL.WEIGHTS") is not None:
         path = resolve_weights(str(cfg.MODEL.WEIGHTS), None)  # given in opts: must exist
     if path is None and cfg.MODEL.WEIGHTS and Path(str(cfg.MODEL.WEIGHTS)).is_file():
         path = Path(str(cfg.MODEL.WEIGHTS))
@@ -109,9 +109,9 @@ def load_random_predictor(config: str | os.PathLike = TINY_CONFIG, *,
 def _random_clip(name: str, seed: int) -> torch.nn.Module:
     import open_clip
 
-    from .clip import _quiet_root_logger
+    from .clip import _quiet_root_logger, open_clip_arch
 
     torch.manual_seed(seed)
     with _quiet_root_logger():
-        model = open_clip.create_model(name.replace("/", "-"), pretrained=None)
+        model = open_clip.create_model(open_clip_arch(name), pretrained=None)
     return model.eval().requires_grad_(False)

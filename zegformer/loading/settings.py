@@ -53,7 +53,9 @@ class ModelSettings:
     @property
     def clip_open_clip_name(self) -> str:
         """open_clip's architecture name for the official CLIP name ("ViT-B/16" -> "ViT-B-16")."""
-        return self.clip_name.replace("/", "-")
+        from .clip import open_clip_arch
+
+        return open_clip_arch(self.clip_name)
 
 
 def _triple(values, key: str) -> tuple[float, float, float]:
