@@ -1,6 +1,6 @@
 """Segment images from the command line, in the manner of the official ZegFormer demo.
 
-    python -m zegformer.faces.demo --config-file zegformer_R101_bs32_60k_vit16_coco-stuff_gzss_eval \\
+    python -m zegformer.demo --config-file zegformer_R101_bs32_60k_vit16_coco-stuff_gzss_eval \\
         --input photo.jpg 'more/*.jpg' --output out/ --classes "cat, sofa, window" \\
         --opts MODEL.WEIGHTS zegformer_R101_coco-stuff.pth
 
@@ -52,7 +52,7 @@ class _Parser(argparse.ArgumentParser):
 
 def get_parser() -> argparse.ArgumentParser:
     """The command-line interface (flag names follow the official demo where they exist)."""
-    p = _Parser(prog="python -m zegformer.faces.demo",
+    p = _Parser(prog="python -m zegformer.demo",
                 description="ZegFormer zero-shot semantic segmentation of images.")
     p.add_argument("--config-file", metavar="FILE", default=None,
                    help="official-schema YAML config, or a config name (default: the COCO-Stuff "
@@ -279,7 +279,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `python -m zegformer.faces.demo`; returns the exit status."""
+    """Entry point of `python -m zegformer.demo`; returns the exit status."""
     args = get_parser().parse_args(argv)
     try:
         return run(args)
