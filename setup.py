@@ -17,6 +17,7 @@ class BuildPyWithData(build_py):
     def run(self) -> None:
         super().run()
         target = Path(self.build_lib) / "zegformer" / "_data"
+        shutil.rmtree(target, ignore_errors=True)  # no stale files from an earlier build
         for rel in SHIPPED:
             src, dst = ROOT / rel, target / rel
             dst.parent.mkdir(parents=True, exist_ok=True)

@@ -270,3 +270,38 @@ def test_resolve_uncached_hub_file_offline():
     assert huggingface_hub.constants.HF_HUB_OFFLINE  # set by conftest: no network is tried
     with pytest.raises(WeightsError, match="could not get hf://zegformer-tests/no-such-repo"):
         resolve_weights("hf://zegformer-tests/no-such-repo/weights/model.pth")
+
+
+# ---------------------------------------------------------------- torchvision ImageNet ResNet
+
+
+def test_torchvision_resnet_checkpoint_loads_into_the_backbone(built, tmp_path):
+    """A torchvision ResNet-101 state dict (names of resnet101-63fe2227.pth) maps key by key."""
+    import torchvision
+
+    tv = torchvision.models.resnet101(weights=None)
+    with torch.no_grad():
+        for i, t in enumerate(tv.state_dict().values()):
+            if t.is_floating_point():
+                t.copy_(torch.randn_like(t) * 0.01 + i * 1e-4)
+    path = tmp_path / "resnet101-63fe2227.pth"
+    torch.save(tv.state_dict(), path)
+    model = build_model(COCO_GZSS)
+    assert load_checkpoint(model, path) == "d2_backbone"
+    ours = model.backbone.state_dict()
+    sd = tv.state_dict()
+    torch.testing.assert_close(ours["stem.conv1.weight"], sd["conv1.weight"])
+    torch.testing.assert_close(ours["stem.conv1.norm.running_var"], sd["bn1.running_var"])
+    torch.testing.assert_close(ours["res2.0.shortcut.weight"], sd["layer1.0.downsample.0.weight"])
+    torch.testing.assert_close(ours["res2.0.shortcut.norm.bias"], sd["layer1.0.downsample.1.bias"])
+    torch.testing.assert_close(ours["res4.22.conv3.norm.weight"], sd["layer3.22.bn3.weight"])
+    torch.testing.assert_close(ours["res5.2.conv2.weight"], sd["layer4.2.conv2.weight"])
+
+
+def test_torchvision_resnet50_into_r101_names_the_missing_blocks(tmp_path):
+    import torchvision
+
+    path = tmp_path / "resnet50.pth"
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), path)
+    with pytest.raises(WeightsError, match=r"missing keys: res4\.1\d\..*\(255 in all\)"):
+        load_checkpoint(build_model(COCO_GZSS), path)

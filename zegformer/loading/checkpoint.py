@@ -4,6 +4,8 @@ Formats recognised by sentinel keys (`detect_format`):
 - "zegformer": an official ZegFormer `.pth` (`{"model": state_dict}` in detectron2 naming);
 - "per_pixel_baseline": the official per-pixel baseline head on the same backbone;
 - "d2_backbone": a detectron2 ImageNet backbone (`R-50.pkl` / `R-101.pkl`, keys `stem.*`, `res2.*`);
+- "torchvision_resnet": a torchvision ImageNet ResNet (`resnet101-63fe2227.pth`, keys `layer1.*`),
+  renamed to the detectron2 scheme by `remap_torchvision_resnet`;
 - "clip": a CLIP state dict in OpenAI layout.
 
 Our attribute names equal the official keys, so the remapping is the identity plus named special
@@ -19,6 +21,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -123,6 +126,8 @@ def detect_format(sd: Mapping[str, torch.Tensor]) -> str:
         return "per_pixel_baseline"
     if "stem.conv1.weight" in sd or "res2.0.conv1.weight" in sd:
         return "d2_backbone"
+    if "layer1.0.conv1.weight" in sd and "conv1.weight" in sd:
+        return "torchvision_resnet"
     if "visual.conv1.weight" in sd or "token_embedding.weight" in sd:
         return "clip"
     if "backbone.stem.conv1.weight" in sd:
@@ -140,6 +145,38 @@ def remap_d2_backbone(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     """detectron2 ImageNet backbone keys (`res2.0.conv1.weight`) -> ours (`backbone.` prefix);
     the ImageNet classifier (`fc.*`) is dropped."""
     return {f"backbone.{k}": v for k, v in sd.items() if not k.startswith("fc.")}
+
+
+_TV_NORM = re.compile(r"^(layer\d+\.\d+\.)bn(\d)\.(.+)$")
+_TV_SHORTCUT = re.compile(r"^(layer\d+\.\d+\.)downsample\.([01])\.(.+)$")
+
+
+def remap_torchvision_resnet(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torchvision ResNet keys -> detectron2 backbone keys (what `remap_d2_backbone` takes).
+
+    conv1 / bn1 -> stem.conv1 / stem.conv1.norm; layerN.B.convK / bnK -> res(N+1).B.convK /
+    convK.norm; layerN.B.downsample.0 / .1 -> res(N+1).B.shortcut / shortcut.norm. The ImageNet
+    classifier (`fc.*`) and BatchNorm's `num_batches_tracked` counters are dropped.
+    """
+    out = {}
+    for key, value in sd.items():
+        if key.startswith("fc.") or key.endswith("num_batches_tracked"):
+            continue
+        if key == "conv1.weight":
+            new = "stem.conv1.weight"
+        elif key.startswith("bn1."):
+            new = "stem.conv1.norm." + key[len("bn1."):]
+        elif m := _TV_NORM.match(key):
+            new = f"{m.group(1)}conv{m.group(2)}.norm.{m.group(3)}"
+        elif m := _TV_SHORTCUT.match(key):
+            new = m.group(1) + ("shortcut." if m.group(2) == "0" else "shortcut.norm.") + m.group(3)
+        else:
+            new = key
+        if new.startswith("layer"):
+            stage, rest = new.split(".", 1)
+            new = f"res{int(stage[len('layer'):]) + 1}.{rest}"
+        out[new] = value
+    return out
 
 
 def _describe(keys: list[str], limit: int = 12) -> str:
@@ -172,8 +209,9 @@ def load_checkpoint(model: nn.Module, source: str | os.PathLike | Mapping[str, t
 
     Args:
         model: `ZegFormer` or `PerPixelBaseline`.
-        source: a weights file or an already-read state dict. A detectron2 ImageNet backbone
-            (`R-101.pkl`) loads into `model.backbone` only (the rest stays as built).
+        source: a weights file or an already-read state dict. An ImageNet backbone (detectron2
+            `R-101.pkl` or torchvision `resnet101-*.pth`) loads into `model.backbone` only (the
+            rest stays as built; the format returned is then "d2_backbone").
         trust_pickle: see `read_state_dict`.
 
     Returns:
@@ -184,6 +222,8 @@ def load_checkpoint(model: nn.Module, source: str | os.PathLike | Mapping[str, t
         if isinstance(source, (str, os.PathLike)) else unwrap_state_dict(source, where)
     fmt = detect_format(sd)
     kind = getattr(model, "kind", "")
+    if fmt == "torchvision_resnet":
+        sd, fmt = remap_torchvision_resnet(sd), "d2_backbone"
     if fmt in ("d2_backbone", "backbone_only"):
         sd = remap_d2_backbone(sd) if fmt == "d2_backbone" else dict(sd)
         sub = {k[len("backbone."):]: v for k, v in sd.items()}
