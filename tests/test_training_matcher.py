@@ -130,7 +130,8 @@ def test_images_without_targets_get_empty_matches():
 
 
 @pytest.mark.parametrize("target,message", [
-    ({"labels": torch.tensor([5]), "masks": torch.ones(1, 2, 2, dtype=torch.bool)}, "in \\[0, 3\\)"),
+    ({"labels": torch.tensor([5]), "masks": torch.ones(1, 2, 2, dtype=torch.bool)},
+     "in \\[0, 3\\)"),
     ({"labels": torch.tensor([0, 1]), "masks": torch.ones(1, 2, 2, dtype=torch.bool)}, "same n"),
     ({"labels": torch.tensor([0.0]), "masks": torch.ones(1, 2, 2, dtype=torch.bool)}, "integers"),
     ({"masks": torch.ones(1, 2, 2, dtype=torch.bool)}, "needs 'labels'"),

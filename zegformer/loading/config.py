@@ -131,6 +131,7 @@ def default_config() -> CfgNode:
                 ENSEMBLING=False,
                 ENSEMBLING_ALL_CLS=False,
                 GZERO_CALIBRATE_BEFORE=-1.0,
+                SEMANTIC_QUERY_MULTIPLIER=0.1,  # LR factor of "semantic_query" modules
                 TEST=dict(
                     PANOPTIC_ON=False,
                     OBJECT_MASK_THRESHOLD=0.0,
@@ -147,6 +148,33 @@ def default_config() -> CfgNode:
             DATASET_MAPPER_NAME="mask_former_semantic",
         ),
         DATASETS=dict(TRAIN=(), TEST=(), VAL_ALL=("coco_2017_val_all_stuff_sem_seg",)),
+        # Training: detectron2 defaults, + add_deeplab_config (POLY_LR_*) and
+        # add_mask_former_config (OPTIMIZER, BACKBONE_MULTIPLIER, WEIGHT_DECAY_EMBED).
+        SOLVER=dict(
+            OPTIMIZER="ADAMW",  # ADAMW | SGD
+            BASE_LR=0.001,
+            MOMENTUM=0.9,  # SGD only
+            WEIGHT_DECAY=0.0001,
+            WEIGHT_DECAY_NORM=0.0,  # parameters of normalisation layers
+            WEIGHT_DECAY_EMBED=0.0,  # nn.Embedding weights (the learned queries)
+            BACKBONE_MULTIPLIER=0.1,  # LR factor of parameters under a "backbone" module
+            LR_SCHEDULER_NAME="WarmupMultiStepLR",  # the ZegFormer configs all set WarmupPolyLR
+            MAX_ITER=40000,
+            WARMUP_FACTOR=0.001,
+            WARMUP_ITERS=1000,
+            WARMUP_METHOD="linear",  # linear | constant
+            POLY_LR_POWER=0.9,
+            POLY_LR_CONSTANT_ENDING=0.0,
+            IMS_PER_BATCH=16,  # global batch (all processes)
+            CHECKPOINT_PERIOD=5000,
+            CLIP_GRADIENTS=dict(
+                ENABLED=False,
+                CLIP_TYPE="value",  # full_model | value | norm
+                CLIP_VALUE=1.0,
+                NORM_TYPE=2.0,
+            ),
+            AMP=dict(ENABLED=False),
+        ),
         VERSION=2,
     )
 

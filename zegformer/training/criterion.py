@@ -108,6 +108,8 @@ class SetCriterion(nn.Module):
     `criterion.empty_weight` checkpoint entry.
     """
 
+    empty_weight: Tensor  # [K + 1] cross-entropy class weights
+
     def __init__(self, num_classes: int, *, no_object_weight: float = 0.1,
                  mask_weight: float = 20.0, dice_weight: float = 1.0, dec_layers: int = 6,
                  deep_supervision: bool = True, matcher: nn.Module | None = None) -> None:
@@ -158,7 +160,8 @@ class SetCriterion(nn.Module):
         src = pred_masks[_query_index(indices)]  # N x h x w
         size = padded_size(targets)
         # the targets of the matches, in the order of _query_index: N x H x W
-        tgt = torch.cat([pad_masks(t["masks"][j], size, src) for t, (_, j) in zip(targets, indices)])
+        tgt = torch.cat([pad_masks(t["masks"][j], size, src)
+                         for t, (_, j) in zip(targets, indices)])
         src = F.interpolate(src[:, None], size=size, mode="bilinear", align_corners=False)
         src = src[:, 0].flatten(1)  # N x (H*W)
         tgt = tgt.flatten(1)

@@ -32,7 +32,8 @@ FOCAL_ALPHA = 0.25  # weight of the positive pixels in the sigmoid focal loss (R
 FOCAL_GAMMA = 2.0  # focusing exponent of the sigmoid focal loss
 
 
-def check_targets(targets: Sequence[Mapping[str, Tensor]], batch_size: int, num_classes: int) -> None:
+def check_targets(targets: Sequence[Mapping[str, Tensor]], batch_size: int,
+                  num_classes: int) -> None:
     """Raise ZegFormerError unless `targets` is one {"labels": [n], "masks": [n, H, W]} per image.
 
     Args:
@@ -65,7 +66,7 @@ def padded_size(targets: Sequence[Mapping[str, Tensor]]) -> tuple[int, int]:
 
 
 def pad_masks(masks: Tensor, size: tuple[int, int], like: Tensor) -> Tensor:
-    """Zero-pad n x H x W masks at the bottom/right to n x size, as float of `like`'s dtype/device."""
+    """Zero-pad n x H x W masks at the bottom/right to n x `size`, with `like`'s dtype/device."""
     out = torch.zeros((masks.shape[0], *size), dtype=like.dtype, device=like.device)
     out[:, : masks.shape[-2], : masks.shape[-1]] = masks.to(like)
     return out
@@ -194,4 +195,5 @@ class HungarianMatcher(nn.Module):
         return indices
 
     def extra_repr(self) -> str:
-        return f"cost_class={self.cost_class}, cost_mask={self.cost_mask}, cost_dice={self.cost_dice}"
+        return (f"cost_class={self.cost_class}, cost_mask={self.cost_mask}, "
+                f"cost_dice={self.cost_dice}")
