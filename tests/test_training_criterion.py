@@ -38,26 +38,31 @@ class FixedMatcher(nn.Module):
 # ---------------------------------------------------------------- official goldens
 
 
-def test_small_golden_losses_total_and_gradients():
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_small_golden_losses_total_and_gradients(device):
     d = np.load(DATA / "criterion_seed42_small.npz")
-    logits = [torch.tensor(d[f"logits_{i}"], requires_grad=True) for i in range(6)]
-    masks = [torch.tensor(d[f"masks_{i}"], requires_grad=True) for i in range(6)]
+    logits = [torch.tensor(d[f"logits_{i}"], device=device, requires_grad=True) for i in range(6)]
+    masks = [torch.tensor(d[f"masks_{i}"], device=device, requires_grad=True) for i in range(6)]
     outputs = {"pred_logits": logits[5], "pred_masks": masks[5],
                "aux_outputs": [{"pred_logits": logits[i], "pred_masks": masks[i]}
                                for i in range(5)]}
-    targets = [{"labels": torch.tensor(d[f"labels_{b}"]), "masks": torch.tensor(d[f"tmasks_{b}"])}
-               for b in range(2)]
-    criterion = SetCriterion(int(d["K"]))
+    targets = [{"labels": torch.tensor(d[f"labels_{b}"], device=device),
+                "masks": torch.tensor(d[f"tmasks_{b}"], device=device)} for b in range(2)]
+    criterion = SetCriterion(int(d["K"])).to(device)
     losses = criterion(outputs, targets)
     assert list(losses) == NAMES
+    rel = 1e-6 if device == "cpu" else 1e-5  # (bitwise equal on CPU)
     for name in NAMES:
-        assert losses[name].item() == pytest.approx(float(d[f"loss/{name}"]), rel=1e-6), name
+        assert losses[name].item() == pytest.approx(float(d[f"loss/{name}"]), rel=rel), name
     total = sum(losses.values())
-    assert total.item() == pytest.approx(float(d["total"]), rel=1e-6)
+    assert total.item() == pytest.approx(float(d["total"]), rel=rel)
     total.backward()
     for i in range(6):
         for got, key in ((logits[i].grad, f"grad_logits_{i}"), (masks[i].grad, f"grad_masks_{i}")):
-            want = torch.tensor(d[key])
+            got, want = got.cpu(), torch.tensor(d[key])
             assert torch.allclose(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item()), key
     for b, (rows, cols) in enumerate(criterion.matcher(outputs, targets)):
         assert rows.tolist() == d[f"match_src_{b}"].tolist()
