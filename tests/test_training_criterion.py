@@ -72,7 +72,7 @@ def test_small_golden_losses_total_and_gradients(device):
 def test_r101_golden_18_losses():
     """The official model's training losses on its own outputs (num_masks 9). The trimmed file
     keeps the mask logits of the matched queries only, so the official matchings are used."""
-    d = np.load(DATA / "train_forward_R101_salt-pub_trimmed.npz")
+    d = np.load(DATA / "train_forward_R101_salt-pub_loss.npz")
     logits = torch.tensor(d["pred_logits"])  # L x B x Q x (K+1)
     layers, batch, queries = logits.shape[:3]
     h, w = d["kept_pred_masks"].shape[-2:]

@@ -163,8 +163,8 @@ def test_official_matching_small_golden():
 
 def test_official_matching_r101_golden_all_layers():
     """The real model's outputs (trimmed to the matched queries plus the strongest competitors,
-    see tests/data/training/trim_train_forward.py): every layer's official matching."""
-    d = np.load(DATA / "train_forward_R101_salt-pub_trimmed.npz")
+    see tests/data/training/trim_train_forward_loss.py): every layer's official matching."""
+    d = np.load(DATA / "train_forward_R101_salt-pub_loss.npz")
     targets = [{"labels": torch.tensor(d[f"target_labels_{b}"]),
                 "masks": torch.tensor(np.unpackbits(d[f"target_masks_packed_{b}"]).reshape(
                     d[f"target_masks_shape_{b}"]).astype(bool))} for b in range(2)]

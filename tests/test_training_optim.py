@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from zegformer.config import list_configs, load_config
+from zegformer.loading.config import list_configs, load_config
 from zegformer.errors import ConfigError
 from zegformer.modeling.backbone import FrozenBatchNorm2d
 from zegformer.training.optimizer import (
@@ -95,10 +95,11 @@ def test_project_model_groups():
     """On the project's tiny ZegFormer made trainable like the training model (the logit scale
     stays fixed): every trainable parameter in exactly one group; the backbone at BASE_LR x 0.1;
     the queries, GroupNorm and LayerNorm parameters without weight decay, the rest 1e-4."""
-    from zegformer.build import build_model
+    from zegformer.loading.build import build_model
+    from zegformer.training.forward import prepare_for_training
 
-    model = build_model("configs/tiny.yaml").requires_grad_(True)
-    model.sem_seg_head.predictor.logit_scale.requires_grad_(False)
+    model = prepare_for_training(build_model("tiny"))
+    assert not model.sem_seg_head.predictor.logit_scale.requires_grad
     groups = {g["params"][0][0]: g for g in build_param_groups(model, _cfg())}
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert list(groups) == trainable  # named_modules order = named_parameters order here
@@ -268,3 +269,40 @@ def test_every_shipped_training_config_builds_optimizer_and_schedule(name):
     assert sched.get_last_lr()[4] == pytest.approx(cfg.SOLVER.BASE_LR)
     assert gradient_clipping_enabled(cfg)
     assert math.isclose(cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE, 0.01)
+
+
+def test_one_official_step_on_the_tiny_model():
+    """forward -> SetCriterion -> backward -> clip (full model, 0.01) -> AdamW -> WarmupPolyLR on
+    the project's tiny ZegFormer: the pieces fit, the clip caps the norm, the step moves."""
+    from zegformer.loading.build import build_model
+    from zegformer.training.criterion import SetCriterion
+    from zegformer.training.forward import prepare_for_training, training_outputs
+
+    torch.manual_seed(0)
+    cfg = load_config("tiny", ["SOLVER.MAX_ITER", "10"])
+    model = prepare_for_training(build_model("tiny"))
+    text = nn.functional.normalize(torch.randn(3, cfg.MODEL.SEM_SEG_HEAD.CLIP_EMBED_DIM), dim=-1)
+    images = torch.randn(2, 3, 64, 64)
+    masks = torch.zeros(2, 2, 64, 64, dtype=torch.bool)
+    masks[:, 0, :32], masks[:, 1, 32:] = True, True
+    targets = [{"labels": torch.tensor([0, 2]), "masks": masks[0]},
+               {"labels": torch.tensor([1]), "masks": masks[1, :1]}]
+    criterion = SetCriterion(3, dec_layers=cfg.MODEL.MASK_FORMER.DEC_LAYERS)
+    opt = build_optimizer(model, cfg)
+    sched = build_lr_scheduler(cfg, opt)
+    losses = criterion(training_outputs(model, images, text), targets)
+    assert sorted(losses) == sorted(criterion.weight_dict)
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    norm = clip_gradients(cfg, optimizer_parameters(opt))
+    assert norm is not None and norm.item() > 0.01
+    clipped = torch.cat([p.grad.flatten() for p in optimizer_parameters(opt) if p.grad is not None])
+    assert clipped.norm().item() == pytest.approx(0.01, rel=1e-3)
+    opt.step()
+    sched.step()
+    moved = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
+    assert "sem_seg_head.predictor.query_embed.weight" in moved
+    assert "sem_seg_head.predictor.logit_scale" not in moved
+    assert opt.param_groups[-1]["lr"] == pytest.approx(cfg.SOLVER.BASE_LR * 0.9 ** 0.9)

@@ -30,7 +30,7 @@ from typing import Any, Iterable
 import torch
 from torch import Tensor, nn
 
-from ..config import CfgNode
+from ..loading.config import CfgNode
 from ..errors import ConfigError
 
 NORM_MODULE_TYPES: tuple[type[nn.Module], ...] = (

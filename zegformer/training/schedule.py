@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from ..config import CfgNode
+from ..loading.config import CfgNode
 from ..errors import ConfigError
 
 WARMUP_METHODS = ("linear", "constant")

@@ -2,7 +2,7 @@
 
 Run once, from the repository root, with the reference data present:
 
-    python tests/data/training/trim_train_forward.py \
+    python tests/data/training/trim_train_forward_loss.py \
         /work/shared/reference/golden/training/train_forward_R101_salt-pub.npz
 
 Kept, exactly (float32, no rounding): the 6 layers' class logits (all 100 queries); for every
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 QUERIES_KEPT = 8  # per layer and image: matched + strongest unmatched
-OUT = Path(__file__).resolve().parent / "train_forward_R101_salt-pub_trimmed.npz"
+OUT = Path(__file__).resolve().parent / "train_forward_R101_salt-pub_loss.npz"
 
 
 def main(src: str) -> None:
