@@ -19,3 +19,7 @@ class VocabularyError(ZegFormerError):
 
 class ImageError(ZegFormerError):
     """The input is not an image this library can read."""
+
+
+class DatasetError(ZegFormerError):
+    """A dataset on disk is missing, incomplete, unreadable or inconsistent (names the file)."""

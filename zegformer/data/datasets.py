@@ -21,15 +21,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import ZegFormerError
+from ..errors import DatasetError
 from .objects import InstanceSet, instances_from_id_map
 
 IMAGE_EXTS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 DATASETS: tuple[str, ...] = ("coco-stuff", "voc", "ade847", "folder")
-
-
-class DatasetError(ZegFormerError):
-    """The dataset on disk is missing, incomplete or inconsistent."""
 
 
 @dataclass
