@@ -285,8 +285,8 @@ def test_ade847_bad_values_and_unsafe_index(tmp_path):
 
 def test_shipped_tables_agree_with_the_split_lists():
     from zegformer.data.prepare.ade20k_full import ade_tables, resized_size
-    from zegformer.data.prepare.common import read_split_ints
     from zegformer.data.prepare.coco_stuff import coco_stuff_ids
+    from zegformer.data.prepare.common import read_split_ints
     from zegformer.vocabularies import load_vocabulary
 
     ids, n_seen = coco_stuff_ids()

@@ -26,7 +26,7 @@ import io
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
@@ -85,9 +85,10 @@ def resized_size(width: int, height: int, short: int = SHORT_SIDE) -> tuple[int,
 class _IndexUnpickler(pickle.Unpickler):
     """Lists, dicts, strings, numbers and numpy arrays only: never code from the file."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-               ("numpy._core.multiarray", "scalar"), ("collections", "OrderedDict")}
+    ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset({
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"), ("collections", "OrderedDict")})
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self.ALLOWED:
@@ -107,7 +108,7 @@ def read_index(path: Path, trust_pickle: bool = False) -> dict:
         if not trust_pickle:
             raise DatasetError(f"{path} cannot be read safely ({e}); if you trust the file, pass "
                                "--trust-pickle") from None
-        index = pickle.loads(data, encoding="latin1")  # noqa: S301 - explicitly trusted
+        index = pickle.loads(data, encoding="latin1")
     except Exception as e:  # noqa: BLE001 - a truncated or foreign file
         raise DatasetError(f"{path} is not a readable ADE20K index ({type(e).__name__}: {e})") \
             from None

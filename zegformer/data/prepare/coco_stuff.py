@@ -91,6 +91,10 @@ def plan(root: Path) -> Job:
             job.tasks.append(RemapTask(f, tuple(
                 LabelOutput(f"annotations_detectron2/{name}", out / name / f.name, table)
                 for name, table in outputs.items())))
+    for split in ("train2017", "val2017"):
+        if not (base / "images" / split).is_dir():
+            job.notes.append(f"{base / 'images' / split} is missing: training / evaluation read "
+                             "the COCO images there")
     if not found:
         raise DatasetError(f"no stuffthingmaps PNGs in {base / 'annotations'}/train2017 or "
                            "val2017 (unzip stuffthingmaps_trainval2017.zip there)")

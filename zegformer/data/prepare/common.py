@@ -131,7 +131,7 @@ def write_json_if_changed(path: Path, data: object) -> bool:
 
 def remap_table(size: int, mapping: dict[int, int], ignore: int, dtype: type) -> np.ndarray:
     """A lookup table raw value -> output value: ``mapping`` where given, ``ignore`` elsewhere."""
-    table = np.full(size, ignore, dtype=dtype)
+    table: np.ndarray = np.full(size, ignore, dtype=dtype)
     for raw, out in mapping.items():
         table[raw] = out
     return table
@@ -286,10 +286,10 @@ class PrepareReport:
         """A human-readable summary (one line per output folder, then the failures)."""
         lines = [f"{self.dataset}: {self.sources} source files under {self.root}"]
         for name, st in sorted(self.splits.items()):
-            line = f"  {name:<24} {st.written:>7} written {st.skipped:>7} skipped (already done)"
+            line = f"  {name:<40} {st.written:>6} written {st.skipped:>6} skipped (already done)"
             if st.pixels:
-                line += (f"  {len(st.classes):>4} classes seen  {st.ignored / st.pixels:6.1%} of "
-                         f"{st.pixels:,} new pixels ignored")
+                line += (f"  {len(st.classes):>4} classes seen, {st.ignored / st.pixels:6.1%} of "
+                         f"{st.pixels:,} written pixels ignored")
             lines.append(line)
         if self.class_files_written or self.class_files_kept:
             lines.append(f"  class-name files: {len(self.class_files_written)} written, "
