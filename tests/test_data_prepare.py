@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from zegformer.data.official import build_dataset
 from zegformer.data.prepare import prepare_dataset
 from zegformer.data.prepare.__main__ import main
 from zegformer.errors import DatasetError
-from zegformer.evaluation.official import build_dataset
 
 # COCO-Stuff stuffthingmaps id -> (name, seen id or None, unseen id or None, all id), from the
 # official COCO_CATEGORIES_Seen / _Unseen tables of prepare_coco_stuff_sem_seg_*.py.
@@ -228,7 +228,7 @@ def _ade_raw(root, rng, extra_value=None):
 def test_ade847_outputs_resize_and_class_files(tmp_path):
     import cv2
 
-    from zegformer.vocabularies import load_vocabulary
+    from zegformer.data.vocabularies import load_vocabulary
 
     base, masks = _ade_raw(tmp_path, np.random.default_rng(4))
     report = prepare_dataset("ade847", tmp_path, workers=1, progress=False)
@@ -287,7 +287,7 @@ def test_shipped_tables_agree_with_the_split_lists():
     from zegformer.data.prepare.ade20k_full import ade_tables, resized_size
     from zegformer.data.prepare.coco_stuff import coco_stuff_ids
     from zegformer.data.prepare.common import read_split_ints
-    from zegformer.vocabularies import load_vocabulary
+    from zegformer.data.vocabularies import load_vocabulary
 
     ids, n_seen = coco_stuff_ids()
     train = set(read_split_ints("coco_stuff_seen_cls.txt")) | set(

@@ -9,7 +9,6 @@ import pytest
 import torch
 from PIL import Image
 
-from zegformer.config import load_config
 from zegformer.data.loader import MappedDataset, collate_semantic
 from zegformer.data.transforms import (
     AugmentationSettings,
@@ -19,9 +18,10 @@ from zegformer.data.transforms import (
     resized_shape,
 )
 from zegformer.errors import ConfigError
+from zegformer.loading.config import load_config
 
-COCO = "configs/coco-stuff/zegformer_R101_bs32_60k_vit16_coco-stuff.yaml"
-ADE = "configs/ade20k-full-847-freq/zegformer_R50_bs32_60k_vit16_ade20k-full-847-freq.yaml"
+COCO = "zegformer_R101_bs32_60k_vit16_coco-stuff"
+ADE = "zegformer_R50_bs32_60k_vit16_ade20k-full-847-freq"
 PLAIN = AugmentationSettings(min_size_train=(0,))  # no resize, crop, colour or padding
 
 

@@ -45,7 +45,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DatasetError
 
 CROP_TYPES = ("absolute", "relative", "relative_range", "absolute_range")
 _NUM = r"(\d+(?:\.\d*)?|\.\d+)"
@@ -285,9 +285,11 @@ class SemanticTrainMapper:
         rng = sample_rng(self.seed, epoch, index)
         pil = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
         label = tv_tensors.Mask(torch.as_tensor(np.asarray(sem_seg).astype(np.int64)))
+        if pil.mode != "RGB":
+            raise DatasetError(f"expected an HxWx3 uint8 image, got PIL mode {pil.mode}")
         if (pil.height, pil.width) != tuple(label.shape):
-            raise ValueError(f"image is {pil.width}x{pil.height} but its label map is "
-                             f"{label.shape[1]}x{label.shape[0]}")
+            raise DatasetError(f"image is {pil.width}x{pil.height} but its label map is "
+                               f"{label.shape[1]}x{label.shape[0]}")
         # 1. resize
         if s.min_size_train_sampling == "range":
             size = int(rng.integers(s.min_size_train[0], s.min_size_train[1] + 1))

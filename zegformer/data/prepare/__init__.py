@@ -68,6 +68,8 @@ def prepare_dataset(name: str, root: str | Path, *, workers: int | None = None,
     report = PrepareReport(name, job.root, notes=list(job.notes))
     for d in job.dirs:
         d.mkdir(parents=True, exist_ok=True)
+        for stale in d.glob(".*.partial"):  # left by a run that was killed while writing
+            stale.unlink(missing_ok=True)
     for path, content in job.class_files.items():
         (report.class_files_written if write_json_if_changed(path, content)
          else report.class_files_kept).append(path)

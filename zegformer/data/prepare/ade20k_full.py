@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from ...errors import DatasetError
-from ...vocabularies import load_vocabulary
+from ..vocabularies import load_vocabulary
 from .common import (
     Job,
     LabelOutput,

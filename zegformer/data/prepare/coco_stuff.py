@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import DatasetError
-from ...vocabularies import load_vocabulary
+from ..vocabularies import load_vocabulary
 from .common import Job, LabelOutput, find_dataset_dir, read_split_json, remap_table
 from .remap import IGNORE, RemapSpec, RemapTask, remap_worker
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import DatasetError
-from ...vocabularies import load_vocabulary
+from ..vocabularies import load_vocabulary
 from .common import (
     SPLITS_DIR,
     Job,
