@@ -5,7 +5,9 @@ Layouts (``--dataset``):
 * ``folder``: ``ROOT/images/<stem>.jpg|png``, ``ROOT/labels/<stem>.png`` (class indices,
   255 = ignore), ``ROOT/classes.json`` = ``{"classes": [...], "unseen": [...]}`` (optional keys
   ``"ignore_label"`` and ``"things"``: the classes that ``objects/`` annotates; default all), and
-  optional ``ROOT/objects/<stem>.png`` (instance ids, 0 = no object);
+  optional ``ROOT/objects/<stem>.png`` (instance ids, 0 = no object). With splits (for training):
+  ``ROOT/{images,labels,objects}/{train,val}/<stem>.*``; evaluation reads ``val`` (see
+  ``training_set`` for ``train``, where unseen classes become ignore);
 * ``coco-stuff``, ``voc``, ``ade847``: the layouts of the official ZegFormer data preparation
   (see ``official.py``).
 
@@ -212,38 +214,64 @@ def check_root(root: str | Path) -> Path:
     return root
 
 
+def folder_split_dir(root: Path, kind: str, split: str | None) -> Path:
+    """``ROOT/<kind>/<split>`` when the layout has splits, else ``ROOT/<kind>``."""
+    return root / kind / split if split else root / kind
+
+
+def default_folder_split(root: Path) -> str | None:
+    """"val" when the folder dataset is laid out with splits (``ROOT/labels/val``), else None."""
+    return "val" if (root / "labels" / "val").is_dir() else None
+
+
+def read_folder_meta(root: Path) -> dict:
+    """``ROOT/classes.json`` as a dict ({} when the file is missing)."""
+    meta_path = root / "classes.json"
+    if not meta_path.is_file():
+        return {}
+    with open(meta_path, encoding="utf-8") as f:
+        try:
+            meta = json.load(f)
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"cannot read {meta_path}: {e}") from e
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{meta_path}: expected a JSON object with a list under \"classes\"")
+    return meta
+
+
+def folder_vocabulary(root: Path, meta: dict) -> Vocabulary:
+    """The class list of a folder dataset, from its classes.json."""
+    meta_path = root / "classes.json"
+    if not meta:
+        raise DatasetError(f"{meta_path} is missing: write "
+                           '{"classes": [...], "unseen": [...]} or pass --classes FILE')
+    return vocabulary_from_dict(meta, str(meta_path), str(meta.get("name") or root.name))
+
+
+def folder_ignore_label(root: Path, meta: dict) -> int:
+    try:
+        return int(meta.get("ignore_label", 255))
+    except (TypeError, ValueError) as e:
+        raise DatasetError(f"{root / 'classes.json'}: \"ignore_label\" must be an integer") from e
+
+
 def build_folder(root: str | Path, need_images: bool = True,
-                 vocab: Vocabulary | None = None) -> EvalDataset:
-    """The generic ``folder`` layout (see the module docstring)."""
+                 vocab: Vocabulary | None = None, split: str | None = None) -> EvalDataset:
+    """The generic ``folder`` layout (see the module docstring); `split` defaults to "val" when
+    the layout has splits."""
     root = check_root(root)
-    label_dir = root / "labels"
+    split = split or default_folder_split(root)
+    label_dir = folder_split_dir(root, "labels", split)
     if not label_dir.is_dir():
         raise DatasetError(f"{root} is not a folder dataset: {label_dir} is missing "
                            "(expected ROOT/images, ROOT/labels, ROOT/classes.json)")
-    meta_path = root / "classes.json"
-    meta: dict = {}
-    if meta_path.is_file():
-        with open(meta_path, encoding="utf-8") as f:
-            try:
-                meta = json.load(f)
-            except json.JSONDecodeError as e:
-                raise DatasetError(f"cannot read {meta_path}: {e}") from e
-        if not isinstance(meta, dict):
-            raise DatasetError(f"{meta_path}: expected a JSON object with a list under "
-                               '"classes"')
-    if vocab is None:
-        if not meta:
-            raise DatasetError(f"{meta_path} is missing: write "
-                               '{"classes": [...], "unseen": [...]} or pass --classes FILE')
-        vocab = vocabulary_from_dict(meta, str(meta_path), str(meta.get("name") or root.name))
-    try:
-        ignore = int(meta.get("ignore_label", 255))
-    except (TypeError, ValueError) as e:
-        raise DatasetError(f"{meta_path}: \"ignore_label\" must be an integer") from e
+    meta = read_folder_meta(root)
+    vocab = vocab or folder_vocabulary(root, meta)
+    ignore = folder_ignore_label(root, meta)
     records = [Record(p.stem, p) for p in list_labels(label_dir)]
-    attach_images(records, root / "images", need_images)
+    attach_images(records, folder_split_dir(root, "images", split), need_images)
     ds = EvalDataset("folder", root, vocab, ignore, records, label_dir)
-    obj_dir = root / "objects"
+    obj_dir = folder_split_dir(root, "objects", split)
     if obj_dir.is_dir():
         missing = []
         for r in records:

@@ -54,13 +54,18 @@ class MappedDataset(torch.utils.data.Dataset):
     Args:
         samples: (image path, label path) pairs, e.g. a prepared training split.
         mapper: the augmentation (it holds the seed and the image format).
+        label_lut: optional table raw label value -> training id (e.g. a folder dataset's full
+            class index -> seen id, unseen -> ignore); values outside it raise DatasetError.
+        ignore_label: the label value left as it is (with `label_lut`).
     """
 
     def __init__(self, samples: Sequence[tuple[str | Path, str | Path]],
-                 mapper: SemanticTrainMapper) -> None:
+                 mapper: SemanticTrainMapper, *, label_lut: np.ndarray | None = None,
+                 ignore_label: int = 255) -> None:
         self.samples = [(Path(i), Path(l)) for i, l in samples]
         self.mapper = mapper
         self.epoch = 0
+        self.label_lut, self.ignore_label = label_lut, ignore_label
 
     def set_epoch(self, epoch: int) -> None:
         """Augmentations of the next iteration over the dataset use ``epoch``."""
@@ -74,12 +79,25 @@ class MappedDataset(torch.utils.data.Dataset):
         image_path, label_path = self.samples[index]
         image = read_image(image_path, self.mapper.settings.image_format)
         label = read_label(label_path)
+        if self.label_lut is not None:
+            label = apply_label_lut(label, self.label_lut, self.ignore_label, label_path)
         if image.shape[:2] != label.shape:
             raise DatasetError(f"{label_path} is {label.shape[1]}x{label.shape[0]} but its image "
                                f"{image_path} is {image.shape[1]}x{image.shape[0]}")
         out = self.mapper(image, label, index=int(index), epoch=int(epoch))
         out["file_name"] = str(image_path)
         return out
+
+
+def apply_label_lut(label: np.ndarray, lut: np.ndarray, ignore_label: int,
+                    where: str | Path = "label map") -> np.ndarray:
+    """Map raw label values through `lut` (ignore stays ignore); others outside it are an error."""
+    valid = label != ignore_label
+    bad = valid & ((label < 0) | (label >= len(lut)))
+    if bad.any():
+        raise DatasetError(f"{where} has values {np.unique(label[bad])[:10].tolist()} outside the "
+                           f"class list (0..{len(lut) - 1}, ignore = {ignore_label})")
+    return np.where(valid, lut[np.where(valid, label, 0)], ignore_label)
 
 
 def collate_semantic(batch: Sequence[dict[str, Any]], size_divisibility: int = 0,

@@ -23,6 +23,7 @@ class DistInfo:
     local_rank: int = 0
     backend: str = ""  # "" when not distributed
     object_group: Any = None  # gloo group for gather_object (None = the default group)
+    owns_group: bool = False  # this DistInfo started the process group (and ends it)
 
     @property
     def is_main(self) -> bool:
@@ -49,15 +50,17 @@ def init_distributed(use_cuda: bool) -> DistInfo:
 
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    backend = "nccl" if use_cuda else "gloo"
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
+        backend = "nccl" if use_cuda else "gloo"
         if use_cuda:
             import torch
 
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
+    backend = dist.get_backend()  # a group started by the caller (training) keeps its backend
     group = dist.new_group(backend="gloo") if backend == "nccl" else None
-    return DistInfo(rank, world, local_rank, backend, group)
+    return DistInfo(rank, world, local_rank, backend, group, owns)
 
 
 def shard(n_items: int, info: DistInfo) -> list[int]:
@@ -109,8 +112,8 @@ def barrier(info: DistInfo) -> None:
 
 
 def finish(info: DistInfo) -> None:
-    """Leave the process group (no-op in a single process)."""
-    if info.distributed:
+    """Leave the process group if this DistInfo started it (no-op in a single process)."""
+    if info.distributed and info.owns_group:
         import torch.distributed as dist
 
         if dist.is_initialized():

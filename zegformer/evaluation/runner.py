@@ -95,10 +95,11 @@ def load_prediction(path: Path, num_classes: int) -> np.ndarray:
 class _Model:
     """The predictor, loaded on first use (a resumed run may not need it)."""
 
-    def __init__(self, opts: EvalOptions, info: DistInfo) -> None:
+    def __init__(self, opts: EvalOptions, info: DistInfo, predictor: Any = None) -> None:
         self.opts = opts
         self.info = info
-        self.predictor: Any = None
+        self.predictor: Any = predictor
+        self.given = predictor is not None
 
     def device(self) -> str:
         if self.opts.device:
@@ -129,6 +130,8 @@ class _Model:
 
     def ident(self) -> str:
         """Stable name of the model the options ask for (identifies a predictions folder)."""
+        if self.given:
+            return str(self.predictor.describe())
         if self.opts.random_weights:
             return "random weights (untrained)"
         return str(self.opts.config_file)
@@ -195,8 +198,12 @@ def _predict_or_load(record: Record, ds: EvalDataset, gt: np.ndarray, pred_dir: 
     return pred, False
 
 
-def run_evaluation(opts: EvalOptions) -> dict[str, Any] | None:
-    """Evaluate and write the report; returns the summary on rank 0 (None on other ranks)."""
+def run_evaluation(opts: EvalOptions, predictor: Any = None) -> dict[str, Any] | None:
+    """Evaluate and write the report; returns the summary on rank 0 (None on other ranks).
+
+    `predictor` (a `zegformer.Predictor`) is used instead of loading one from the options: the
+    training loop evaluates its current weights this way.
+    """
     t0 = time.time()
     model_needed = opts.from_predictions is None
     use_cuda = False
@@ -208,12 +215,13 @@ def run_evaluation(opts: EvalOptions) -> dict[str, Any] | None:
         use_cuda = torch.cuda.is_available()
     info = init_distributed(use_cuda)
     try:
-        return _run(opts, info, t0)
+        return _run(opts, info, t0, predictor)
     finally:
         finish(info)
 
 
-def _run(opts: EvalOptions, info: DistInfo, t0: float) -> dict[str, Any] | None:
+def _run(opts: EvalOptions, info: DistInfo, t0: float,
+         predictor: Any = None) -> dict[str, Any] | None:
     if opts.min_area < 1:
         raise DatasetError(f"--min-area must be at least 1, got {opts.min_area}")
     ds = build_dataset(opts.dataset, opts.root, need_images=opts.from_predictions is None,
@@ -228,7 +236,7 @@ def _run(opts: EvalOptions, info: DistInfo, t0: float) -> dict[str, Any] | None:
     else:
         pred_dir = out / PRED_DIR
         pred_dir.mkdir(parents=True, exist_ok=True)
-        model = _Model(opts, info)
+        model = _Model(opts, info, predictor)
         ident = {"model": model.ident(), "opts": list(opts.opts), "mode": opts.mode,
                  "dataset": opts.dataset, "n_classes": len(ds.vocab.classes)}
         _check_run_file(pred_dir, ident, info)

@@ -147,7 +147,12 @@ def default_config() -> CfgNode:
             SIZE_DIVISIBILITY=-1,
             DATASET_MAPPER_NAME="mask_former_semantic",
         ),
-        DATASETS=dict(TRAIN=(), TEST=(), VAL_ALL=("coco_2017_val_all_stuff_sem_seg",)),
+        # ROOT (ours): where official dataset names are looked up; "" = $DETECTRON2_DATASETS,
+        # else ./datasets (as detectron2). A name "folder:PATH" is a folder dataset at PATH.
+        DATASETS=dict(TRAIN=(), TEST=(), VAL_ALL=("coco_2017_val_all_stuff_sem_seg",), ROOT=""),
+        DATALOADER=dict(NUM_WORKERS=4, FILTER_EMPTY_ANNOTATIONS=False),
+        OUTPUT_DIR="./output",
+        SEED=-1,  # < 0: seed 0 (this trainer is reproducible by default)
         # Training: detectron2 defaults, + add_deeplab_config (POLY_LR_*) and
         # add_mask_former_config (OPTIMIZER, BACKBONE_MULTIPLIER, WEIGHT_DECAY_EMBED).
         SOLVER=dict(

@@ -75,12 +75,22 @@ def load_predictor(config: str | os.PathLike = DEFAULT_CONFIG,
     s = settings_from_config(cfg)
     model = build_model(s)
     load_checkpoint(model, state)
-    clip_path = resolve_weights(clip_weights, CLIP_WEIGHTS_ENV)
-    clip = ClipAdapter(build_clip(s.clip_name, clip_path))
+    clip, clip_id = load_clip(s.clip_name, clip_weights)
     seen = frozenset(class_list_for_official_path(s.train_class_json))
     return Predictor(model, clip, get_tokenizer(s.clip_name), s, seen_classes=seen,
                      device=device or default_device(), description=f"{s.name} ({Path(path).name})",
-                     clip_id=f"{s.clip_name}:{clip_path or 'openai'}", max_side=max_side)
+                     clip_id=clip_id, max_side=max_side)
+
+
+def load_clip(clip_name: str, clip_weights: str | os.PathLike | None = None) -> tuple[ClipAdapter, str]:
+    """CLIP for a config's CLIP_PRETRAINED name: (adapter, id for text caches).
+
+    The tiny test CLIP is built from seed 0 (the same towers every time); ViT-B/16 loads
+    `clip_weights`, else $ZEGFORMER_CLIP_WEIGHTS, else open_clip's OpenAI download.
+    """
+    clip_path = resolve_weights(clip_weights, CLIP_WEIGHTS_ENV)
+    clip = ClipAdapter(build_clip(clip_name, clip_path))
+    return clip, f"{clip_name}:{clip_path or 'openai'}"
 
 
 def load_random_predictor(config: str | os.PathLike = TINY_CONFIG, *,
