@@ -251,3 +251,15 @@ def test_find_cameras_lists_numbered_video_nodes(tmp_path):
     assert [p.name for p in webcam.find_cameras(tmp_path)] == ["video0", "video2", "video10"]
     assert webcam.has_display({"WAYLAND_DISPLAY": "wayland-0"})
     assert not webcam.has_display({"DISPLAY": ""})
+
+
+def test_webcam_needs_an_interactive_backend_and_an_openable_camera(tmp_path, tiny_predictor):
+    import matplotlib
+
+    matplotlib.use("Agg")  # what a machine without a display gets
+    with pytest.raises(video.VideoError, match="interactive matplotlib backend"):
+        webcam.run_webcam(tiny_predictor, NAMES, cameras=[tmp_path / "video0"])
+    fake = tmp_path / "video0"
+    fake.write_bytes(b"not a device")
+    with pytest.raises(video.VideoError, match="no camera could be opened.*video0"):
+        webcam._open_camera([fake])
