@@ -43,9 +43,9 @@ from typing import Any, Generator, Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from zegformer.viz import drawing as visualize
 from zegformer.errors import ZegFormerError
 from zegformer.inference.result import UNLABELED, SegmentationResult
+from zegformer.viz import drawing as visualize
 
 ENCODER = "libx264"  # FFmpeg's H.264 encoder, bundled in PyAV's wheels
 PIXEL_FORMAT = "yuv420p"  # what players expect; needs even width and height
