@@ -59,7 +59,7 @@ class _Parser(argparse.ArgumentParser):
 def get_parser() -> argparse.ArgumentParser:
     """The command-line interface (flag names follow the official demo where they exist)."""
     p = _Parser(prog="python -m zegformer.demo",
-                description="ZegFormer zero-shot semantic segmentation of images.")
+                description="ZegFormer zero-shot semantic segmentation of images and videos.")
     p.add_argument("--config-file", metavar="FILE", default=None,
                    help="official-schema YAML config, or a config name (default: the COCO-Stuff "
                         "R101 ViT-B/16 model; with --random-weights: the tiny test model)")
