@@ -14,6 +14,11 @@ With `--mode both` the first two files come once per mode (`<stem>_decoupled_ove
 and `<stem>_disagreement.png` shows where the two modes differ. `--random-weights` runs a tiny
 untrained model: its outputs are marked UNTRAINED. User mistakes end with a one-line message and
 exit status 2.
+
+`--video-input clip.mp4` writes `clip.mp4` (the overlay and a legend on every frame) and
+`clip.json` (per frame: index, time, each class's area share); `--every N` segments every N-th
+frame only and writes those at fps / N (see zegformer/faces/video.py). `--webcam` shows a camera
+live (zegformer/faces/webcam.py; needs /dev/video* and a display).
 """
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ EXAMPLES_DIR = resources.examples_dir()
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 FALLBACK_CLASSES = ("person, animal, vehicle, building, tree, grass, sky, road, water, "
                     "furniture, wall, floor")
+MODE_TITLES = {"decoupled": "decoupled (ZegFormer)", "pixel": "pixel-level"}
 EXIT_USAGE = 2
 
 
@@ -53,12 +59,19 @@ class _Parser(argparse.ArgumentParser):
 def get_parser() -> argparse.ArgumentParser:
     """The command-line interface (flag names follow the official demo where they exist)."""
     p = _Parser(prog="python -m zegformer.demo",
-                description="ZegFormer zero-shot semantic segmentation of images.")
+                description="ZegFormer zero-shot semantic segmentation of images and videos.")
     p.add_argument("--config-file", metavar="FILE", default=None,
                    help="official-schema YAML config, or a config name (default: the COCO-Stuff "
                         "R101 ViT-B/16 model; with --random-weights: the tiny test model)")
-    p.add_argument("--input", nargs="+", required=True, metavar="PATH",
-                   help="image files, folders, or quoted glob patterns such as 'dir/*.jpg'")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", nargs="+", metavar="PATH",
+                        help="image files, folders, or quoted glob patterns such as 'dir/*.jpg'")
+    source.add_argument("--video-input", metavar="FILE",
+                        help="a video file: writes <stem>.mp4 with the overlay and <stem>.json")
+    source.add_argument("--webcam", action="store_true",
+                        help="segment /dev/video* live in a window (Linux, needs a display)")
+    p.add_argument("--every", type=int, default=1, metavar="N",
+                   help="video: segment every N-th frame; the output has those at fps / N")
     p.add_argument("--output", default="out", metavar="DIR",
                    help="folder for the outputs (created; default: out)")
     p.add_argument("--classes", default=None,
@@ -139,6 +152,12 @@ def output_stems(paths: Sequence[Path]) -> list[str]:
 def _check_args(args: argparse.Namespace) -> None:
     if not 0.0 <= args.threshold <= 1.0:
         raise UsageError(f"--confidence-threshold must be between 0 and 1, got {args.threshold}")
+    if args.every < 1:
+        raise UsageError(f"--every must be at least 1, got {args.every}")
+    if args.input is not None and args.every != 1:
+        raise UsageError("--every applies to --video-input and --webcam, not to images")
+    if args.input is None and args.mode == "both":
+        raise UsageError("--mode both is for images; a video takes --mode decoupled or pixel")
     if not 0.0 <= args.alpha <= 1.0:
         raise UsageError(f"--alpha must be between 0 and 1, got {args.alpha}")
     if len(args.opts) % 2:
@@ -211,7 +230,7 @@ def segment_file(predictor: Any, path: Path, stem: str, classes: str, modes: Seq
     files: list[str] = []
     for mode, res in results.items():
         prefix = stem if len(modes) == 1 else f"{stem}_{mode}"
-        title = {"decoupled": "decoupled (ZegFormer)", "pixel": "pixel-level"}.get(mode, mode)
+        title = MODE_TITLES.get(mode, mode)
         visualize.render(rgb, res, alpha, title=title).save(out_dir / f"{prefix}_overlay.png")
         labels = _full_size(res.label_map, rgb.shape[:2])
         visualize.save_label_map(labels, out_dir / f"{prefix}_labels.png", len(res.class_names))
@@ -238,6 +257,47 @@ def segment_file(predictor: Any, path: Path, stem: str, classes: str, modes: Seq
     return summary
 
 
+def _output_dir(args: argparse.Namespace) -> Path:
+    out_dir = Path(args.output).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--output {str(out_dir)!r} is a file, not a folder")
+    return out_dir
+
+
+def _checked_predictor(args: argparse.Namespace, modes: Sequence[str]) -> Any:
+    """`load_demo_predictor`, checked to support `modes`, and announced on stderr."""
+    predictor = load_demo_predictor(args)
+    supported = getattr(predictor, "modes", ("decoupled", "pixel"))
+    if any(m not in supported for m in modes):
+        raise UsageError(f"this model supports only --mode {' / '.join(supported)}")
+    print(f"model: {predictor.describe()}", file=sys.stderr)
+    return predictor
+
+
+def _run_video(args: argparse.Namespace) -> int:
+    """--video-input / --webcam: checks that need no model first, then one call into video.py."""
+    from zegformer.faces import video, webcam
+    from zegformer.text import parse_classes
+
+    classes = parse_classes(args.classes if args.classes is not None else FALLBACK_CLASSES)
+    options = {"mode": args.mode, "every": args.every, "threshold": args.threshold,
+               "alpha": args.alpha, "title": MODE_TITLES.get(args.mode)}
+    if args.webcam:
+        cameras = webcam.check_webcam()
+        predictor = _checked_predictor(args, [args.mode])
+        shown = webcam.run_webcam(predictor, classes, cameras=cameras, **options)
+        print(f"showed {shown} frames", file=sys.stderr)
+        return 0
+    video.probe_video(args.video_input)  # a missing or broken file fails before the model
+    out_dir = _output_dir(args)
+    predictor = _checked_predictor(args, [args.mode])
+    summary = video.segment_video(predictor, args.video_input, classes, out_dir, **options)
+    made = summary["output_video"]
+    print(f"wrote {out_dir / summary['output']} ({made['frames']} frames, {made['width']}x"
+          f"{made['height']}, {made['fps']:g} fps) and its .json", file=sys.stderr)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Everything after argument parsing; returns the exit status."""
     from tqdm import tqdm
@@ -245,22 +305,18 @@ def run(args: argparse.Namespace) -> int:
     from zegformer.text import parse_classes
 
     _check_args(args)
+    if args.input is None:
+        return _run_video(args)
     paths = expand_inputs(args.input)
     defaults = example_classes()
     vocab = {p: args.classes if args.classes is not None
              else defaults.get(p.resolve(), FALLBACK_CLASSES) for p in paths}
     for text in set(vocab.values()):
         parse_classes(text)  # fail fast on an empty or bad list, before loading the model
-    out_dir = Path(args.output).expanduser()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"--output {str(out_dir)!r} is a file, not a folder")
-    predictor = load_demo_predictor(args)
+    out_dir = _output_dir(args)
     modes = ["decoupled", "pixel"] if args.mode == "both" else [args.mode]
-    supported = getattr(predictor, "modes", ("decoupled", "pixel"))
-    if any(m not in supported for m in modes):
-        raise UsageError(f"this model supports only --mode {' / '.join(supported)}")
+    predictor = _checked_predictor(args, modes)
     out_dir.mkdir(parents=True, exist_ok=True)
-    print(f"model: {predictor.describe()}", file=sys.stderr)
     failed = []
     bar = tqdm(list(zip(paths, output_stems(paths), strict=True)), desc="segmenting", unit="image")
     for path, stem in bar:

@@ -136,6 +136,7 @@ def legend(
     width: int | None = None,
     font_size: int = 16,
     title: str | None = None,
+    value_label: str = "conf.",
 ) -> Image.Image:
     """A legend panel: one row per class with a colour swatch, the name, a "novel" tag for classes
     outside the checkpoint's training vocabulary and the confidence in percent.
@@ -149,6 +150,7 @@ def legend(
             the longest row needs.
         font_size: text size in pixels.
         title: optional heading row.
+        value_label: what the percentages are, written at the right of the heading row.
 
     Returns:
         RGB PIL image on a white background.
@@ -175,7 +177,7 @@ def legend(
         draw.text((pad, y + row_h // 2), title, font=_font(font_size, True), fill=(20, 20, 20),
                   anchor="lm")
         if confidences is not None and names:  # say what the percentages are
-            draw.text((int(width) - pad, y + row_h // 2), "conf.", font=small,
+            draw.text((int(width) - pad, y + row_h // 2), value_label, font=small,
                       fill=(110, 110, 110), anchor="rm")
         y += row_h
     if not names:
@@ -270,8 +272,7 @@ def render(
     colors = class_colors(result.class_names)
     over = Image.fromarray(overlay(image, result.label_map, colors, alpha))
     w, h = over.size
-    size = max(13, min(30, round(max(w, h) / 34)))
-    beside = w / h < 1.6
+    size, beside = legend_layout(w, h)
     present = result.present_classes
     # rows that fit beside the image: keep room for the title and up to four lines of notes
     max_rows = max(4, (h - round(size * 9)) // round(size * 1.6)) if beside else 24
@@ -287,8 +288,22 @@ def render(
     notes += ["not found: " + ", ".join(missing)] if missing else []
     if notes:
         leg = _stack([leg, _note(leg.width, notes, size)])
-    canvas = _stack([over, leg], horizontal=beside)
-    if result.untrained:
+    return attach_legend(over, leg, untrained=result.untrained)
+
+
+def legend_layout(width: int, height: int) -> tuple[int, bool]:
+    """(legend font size in pixels, True to put the legend beside rather than below the image)
+    for an image of `width` x `height`: the rule `render` and the video frames use."""
+    return max(13, min(30, round(max(width, height) / 34))), width / height < 1.6
+
+
+def attach_legend(picture: Image.Image, panel: Image.Image, *, untrained: bool = False
+                  ) -> Image.Image:
+    """`picture` with `panel` right of it (below it for wide pictures, see `legend_layout`),
+    on white, topped by a red "UNTRAINED WEIGHTS" banner when `untrained`."""
+    size, beside = legend_layout(*picture.size)
+    canvas = _stack([picture, panel], horizontal=beside)
+    if untrained:
         texts = ["UNTRAINED WEIGHTS: random model, output is meaningless", "UNTRAINED WEIGHTS",
                  "UNTRAINED"]
         canvas = _stack([_banner(canvas.width, texts, size, (200, 30, 30)), canvas])
