@@ -38,7 +38,9 @@ def resize_shortest_edge(rgb: np.ndarray, short: int, max_size: int,
     """H x W x 3 uint8 -> 3 x h x w float 0-255 with min(h, w) = short, max(h, w) <= max_size."""
     h, w = rgb.shape[:2]
     nh, nw = shortest_edge_size(h, w, short, max_size)
-    return torch.from_numpy(resize(rgb, (nh, nw))).to(device).permute(2, 0, 1).float()
+    arr = resize(rgb, (nh, nw))
+    arr = arr if arr.flags.writeable else arr.copy()  # torch refuses read-only arrays
+    return torch.from_numpy(arr).to(device).permute(2, 0, 1).float()
 
 
 def normalize_and_pad(x: torch.Tensor, mean: Sequence[float], std: Sequence[float],
