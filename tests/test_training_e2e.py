@@ -191,3 +191,33 @@ def test_clear_errors(shapes, tmp_path, capsys, monkeypatch):
     message = error()
     assert "nan" in message and "iteration 5" in message and "model_0000002.pth" in message
     assert (tmp_path / "nan" / "last_checkpoint").read_text().strip() == "model_0000002.pth"
+
+
+def test_eval_only_evaluates_a_checkpoint(trained, shapes, tmp_path):
+    out, _, after = trained
+    code = cli.main(["--config-file", "tiny", "--no-progress", "--eval-only",
+                     *overrides(shapes, tmp_path / "ev", MODEL__WEIGHTS=out / "model_final.pth")])
+    assert code == 0
+    summary = json.loads(next((tmp_path / "ev" / "eval" / "eval_only")
+                              .glob("*/small_target/summary.json")).read_text())
+    assert summary["standard"]["strict"]["mIoU"] == pytest.approx(
+        after["standard"]["strict"]["mIoU"], abs=1e-6)
+
+
+def test_fine_tuning_starts_from_a_full_checkpoint(trained, shapes, tmp_path, capsys):
+    out, _, _ = trained
+    assert train(shapes, tmp_path / "ft", MODEL__WEIGHTS=out / "model_final.pth",
+                 SOLVER__MAX_ITER=1, DATASETS__TEST="()") == 0
+    printed = capsys.readouterr().out
+    assert "model_final.pth (zegformer)" in printed and " 0 start random" in printed
+
+
+def test_imagenet_backbone_initialisation_says_what_starts_random(shapes, tmp_path, capsys):
+    from zegformer import build_model
+
+    backbone = {f"{k}": v for k, v in build_model("tiny").backbone.state_dict().items()}
+    torch.save(backbone, tmp_path / "R-18-d2.pth")  # detectron2 backbone naming (stem.*, res2.*)
+    assert train(shapes, tmp_path / "bb", MODEL__WEIGHTS=tmp_path / "R-18-d2.pth",
+                 SOLVER__MAX_ITER=1, DATASETS__TEST="()") == 0
+    printed = capsys.readouterr().out
+    assert "(d2_backbone)" in printed and "start random (sem_seg_head" in printed
