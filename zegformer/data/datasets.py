@@ -106,6 +106,28 @@ class EvalDataset:
             raise DatasetError(f"cannot read image {record.image_path}: {e}") from e
 
 
+LABEL_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L")  # single-channel class-id images
+
+
+def read_label_file(path: Path, modes: Sequence[str] = LABEL_MODES) -> np.ndarray:
+    """The raw values of a single-channel label image (PNG 8/16-bit, palette, 16-bit TIFF),
+    as stored (no value checks); a missing, unreadable or multi-channel file is a DatasetError."""
+    try:
+        with Image.open(path) as im:
+            if im.mode not in modes:
+                raise DatasetError(
+                    f"label map {path} has image mode {im.mode}: expected a single-channel "
+                    "image of class indices (" + ("8-bit" if set(modes) <= {"L", "P"}
+                                                  else "8- or 16-bit") + ")")
+            return np.asarray(im)
+    except FileNotFoundError:
+        raise DatasetError(f"label map {path} does not exist") from None
+    except DatasetError:
+        raise
+    except (OSError, ValueError, SyntaxError) as e:
+        raise DatasetError(f"cannot read label map {path}: {e}") from None
+
+
 def read_label_map(path: Path, num_classes: int, ignore_label: int) -> np.ndarray:
     """Read a ground-truth label map and check its values.
 
@@ -117,20 +139,7 @@ def read_label_map(path: Path, num_classes: int, ignore_label: int) -> np.ndarra
     Returns:
         HxW int64 array.
     """
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
-                raise DatasetError(
-                    f"label map {path} has image mode {im.mode}: expected a single-channel "
-                    "image of class indices (8- or 16-bit)"
-                )
-            arr = np.asarray(im).astype(np.int64)
-    except FileNotFoundError as e:
-        raise DatasetError(f"label map {path} does not exist") from e
-    except (OSError, ValueError) as e:
-        if isinstance(e, DatasetError):
-            raise
-        raise DatasetError(f"cannot read label map {path}: {e}") from e
+    arr = read_label_file(path).astype(np.int64)
     bad = (arr != ignore_label) & ((arr < 0) | (arr >= num_classes))
     if bad.any():
         values = np.unique(arr[bad])[:10].tolist()

@@ -16,6 +16,7 @@ import torch
 from PIL import Image, ImageOps
 
 from ..errors import DatasetError
+from .datasets import read_label_file
 from .transforms import SemanticTrainMapper
 
 
@@ -34,18 +35,7 @@ def read_image(path: str | Path, image_format: str = "RGB") -> np.ndarray:
 
 def read_label(path: str | Path) -> np.ndarray:
     """HxW int64 class ids of a single-channel label map (8-bit / palette PNG, 16-bit TIFF)."""
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
-                raise DatasetError(f"label map {path} has image mode {im.mode}: expected a "
-                                   "single-channel image of class ids")
-            return np.asarray(im).astype(np.int64)
-    except FileNotFoundError:
-        raise DatasetError(f"label map {path} does not exist") from None
-    except DatasetError:
-        raise
-    except (OSError, ValueError, SyntaxError) as e:
-        raise DatasetError(f"cannot read label map {path}: {e}") from None
+    return read_label_file(Path(path)).astype(np.int64)
 
 
 class MappedDataset(torch.utils.data.Dataset):

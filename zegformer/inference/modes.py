@@ -26,7 +26,7 @@ from ..loading.settings import ModelSettings
 from ..modeling.clip_adapter import ClipAdapter
 from . import scoring
 from ..text import CLIP_TEMPLATES
-from .preprocess import normalize_and_pad, preprocess, resize_shortest_edge
+from .preprocess import Preprocessed, normalize_and_pad, preprocess, resize_shortest_edge
 
 USER_MODES = ("decoupled", "pixel")
 DENSE_CLIP_SHORT_SIDE = 448  # input short side for dense CLIP features in pixel mode
@@ -94,14 +94,20 @@ def resolve_mode(mode: str, model_kind: str) -> ScoringMode:
     return SCORING_MODES["decoupled" if mode == "decoupled" else "dense_clip"]
 
 
+def model_input(inp: ScoringInputs) -> Preprocessed:
+    """The image as the checkpoint's model sees it (MIN_SIZE_TEST, PIXEL_MEAN/STD, padding)."""
+    s = inp.settings
+    with inp.timer("preprocess"):
+        return preprocess(inp.rgb, short=s.min_size_test, max_size=s.max_size_test,
+                          mean=s.pixel_mean, std=s.pixel_std, divisor=s.size_divisibility,
+                          device=inp.device)
+
+
 @register_mode("decoupled", "zegformer")
 def decoupled(inp: ScoringInputs) -> torch.Tensor:
     """ZegFormer's segment-level scoring: the official `sem_seg` (see `scoring` for the formula)."""
     s = inp.settings
-    with inp.timer("preprocess"):
-        pre = preprocess(inp.rgb, short=s.min_size_test, max_size=s.max_size_test,
-                         mean=s.pixel_mean, std=s.pixel_std, divisor=s.size_divisibility,
-                         device=inp.device)
+    pre = model_input(inp)
     inp.report(0.35, "segmenting")
     text = inp.text(s.prompt_ensemble_type)
     out = inp.model(pre.image, text)
@@ -153,10 +159,7 @@ def dense_clip(inp: ScoringInputs) -> torch.Tensor:
 def per_pixel_baseline(inp: ScoringInputs) -> torch.Tensor:
     """The official per-pixel baseline head: softmax over classes of its per-pixel logits."""
     s = inp.settings
-    with inp.timer("preprocess"):
-        pre = preprocess(inp.rgb, short=s.min_size_test, max_size=s.max_size_test,
-                         mean=s.pixel_mean, std=s.pixel_std, divisor=s.size_divisibility,
-                         device=inp.device)
+    pre = model_input(inp)
     inp.report(0.4, "pixel embeddings")
     text = inp.text(s.prompt_ensemble_type)
     emb = inp.model(pre.image)

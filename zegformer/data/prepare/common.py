@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ...errors import DatasetError
+from ..datasets import read_label_file
 
 SPLITS_DIR = Path(__file__).resolve().parents[1] / "splits"
 PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
@@ -139,19 +140,7 @@ def remap_table(size: int, mapping: dict[int, int], ignore: int, dtype: type) ->
 
 def read_index_label(path: Path) -> np.ndarray:
     """An 8-bit single-channel label PNG (mode L or P) as an HxW uint8 array of its indices."""
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("L", "P"):
-                raise DatasetError(f"label map {path} has image mode {im.mode}: expected an 8-bit "
-                                   "single-channel PNG of class ids")
-            arr = np.asarray(im)
-    except FileNotFoundError:
-        raise DatasetError(f"label map {path} does not exist") from None
-    except DatasetError:
-        raise
-    except (OSError, ValueError, SyntaxError) as e:
-        raise DatasetError(f"cannot read label map {path}: {e}") from None
-    return arr
+    return read_label_file(path, ("L", "P"))
 
 
 def check_values(values: np.ndarray, valid: np.ndarray, path: Path, what: str) -> None:
