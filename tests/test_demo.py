@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from zegformer.faces import demo
-from zegformer.viz import drawing as visualize
+from zegformer.viz.export import load_label_map
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,7 +107,7 @@ def test_demo_writes_three_files_per_image(decoupled_run):
         assert overlay.width >= w and overlay.height >= h
         top = np.asarray(overlay.convert("RGB"))[3, :40]
     assert (top[:, 0] > 150).all() and (top[:, 1] < 80).all()  # red UNTRAINED banner
-    labels = visualize.load_label_map(out / "cat_labels.png")
+    labels = load_label_map(out / "cat_labels.png")
     assert labels.shape == (h, w)
     data = json.loads((out / "cat.json").read_text())
     want = [c.strip() for c in demo.example_classes()[CAT.resolve()].split(",")]
@@ -136,7 +136,7 @@ def test_demo_both_modes_with_explicit_classes(tmp_path):
     for res in data["results"].values():
         assert [c["name"] for c in res["classes"]] == ["cup", "spoon", "tv | television"]
     assert 0.0 <= data["disagreement_fraction"] <= 1.0
-    labels = visualize.load_label_map(out / "coffee_pixel_labels.png")
+    labels = load_label_map(out / "coffee_pixel_labels.png")
     assert labels.min() >= -1 and labels.max() <= 2
 
 

@@ -157,6 +157,13 @@ def test_annotations_match_label_map(scene):
     cmap = V.annotation_color_map(res)
     assert set(cmap) == {label for _, label in ann}
     assert all(v.startswith("#") and len(v) == 7 for v in cmap.values())
+    weighted = V.annotations(res, opacity=0.25)  # gr.AnnotatedImage strength = the opacity
+    assert [label for _, label in weighted] == [label for _, label in ann]
+    for (mask, _), (w, _) in zip(ann, weighted):
+        assert w.dtype == np.float32
+        np.testing.assert_array_equal(w, mask * np.float32(0.25))
+    with pytest.raises(ValueError, match="opacity"):
+        V.annotations(res, opacity=-0.1)
 
 
 def test_disagreement_by_name(scene):
@@ -174,36 +181,6 @@ def test_disagreement_by_name(scene):
     assert pic.width == 60 and pic.height > 40
     with pytest.raises(ValueError, match="sizes"):
         V.disagreement(a, make_result(np.zeros((5, 5), np.int32), ["cat"]))
-
-
-@pytest.mark.parametrize("k", [3, 255, 256, 1000])
-def test_label_map_png_round_trip(tmp_path, k):
-    rng = np.random.default_rng(k)
-    labels = rng.integers(-1, k, (17, 23)).astype(np.int32)
-    labels[0, 0], labels[0, 1] = -1, k - 1
-    path = tmp_path / "labels.png"
-    V.save_label_map(labels, path, num_classes=k)
-    with Image.open(path) as im:
-        assert im.mode == ("L" if k <= 255 else "I;16")
-        raw = np.asarray(im)
-    assert raw[0, 0] == (255 if k <= 255 else 65535)
-    back = V.load_label_map(path)
-    assert back.dtype == np.int32
-    np.testing.assert_array_equal(back, labels)
-
-
-def test_save_label_map_rejects_out_of_range(tmp_path):
-    with pytest.raises(ValueError):
-        V.save_label_map(np.array([[5]]), tmp_path / "x.png", num_classes=3)
-
-
-def test_result_json_has_colours(scene):
-    _, res = scene
-    data = V.result_json(res, V.class_colors(res.class_names))
-    assert [c["name"] for c in data["classes"]] == res.class_names
-    assert data["classes"][1]["color"] == V.hex_color(V.class_colors(res.class_names)[1])
-    assert len({c["color"] for c in data["classes"]}) == 3
-    assert data["classes"][2]["split"] == "novel"
 
 
 def test_render_lists_only_the_largest_of_many_classes():

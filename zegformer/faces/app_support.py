@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from ..viz import drawing as visualize
+from ..viz import export
 from ..errors import ZegFormerError
 from ..inference.result import SegmentationResult
 from ..text import MAX_CLASSES, MAX_NAME_LENGTH, parse_classes
@@ -250,9 +251,9 @@ def package(image: np.ndarray, results: Sequence[SegmentationResult], alpha: flo
         Image.fromarray(visualize.overlay(image, r.label_map, colors, alpha)).save(
             f"{stem}_overlay.png")
         visualize.render(image, r, alpha, title=MODE_TITLES.get(r.mode)).save(f"{stem}_figure.png")
-        visualize.save_label_map(r.label_map, f"{stem}_labels.png", len(r.class_names))
+        export.save_label_map(r.label_map, f"{stem}_labels.png", len(r.class_names))
         files += [f"{stem}_{k}.png" for k in ("overlay", "figure", "labels")]
-        runs[r.mode] = visualize.result_json(r, colors)
+        runs[r.mode] = export.result_json(r, colors)
     data = dict(runs[results[0].mode])  # the first mode's result at the top level ...
     data["mode"] = "both" if len(results) > 1 else results[0].mode
     data["original_size"] = {"height": int(original_size[0]), "width": int(original_size[1])}
@@ -292,7 +293,7 @@ def overlay_values(image: np.ndarray, data: dict[str, Any], files: Sequence[str]
         path = by_name.get(f"{mode}_labels.png")
         if path is None:
             return []
-        labels = visualize.load_label_map(path)
+        labels = export.load_label_map(path)
         if labels.shape != image.shape[:2]:
             return []
         found = sorted((c for c in run["classes"] if c["present"]),

@@ -35,6 +35,7 @@ from PIL import Image
 
 from zegformer import resources
 from zegformer.viz import drawing as visualize
+from zegformer.viz import export
 from zegformer.errors import ImageError, WeightsError, ZegFormerError
 from zegformer.inference.image import load_image
 
@@ -233,9 +234,9 @@ def segment_file(predictor: Any, path: Path, stem: str, classes: str, modes: Seq
         title = MODE_TITLES.get(mode, mode)
         visualize.render(rgb, res, alpha, title=title).save(out_dir / f"{prefix}_overlay.png")
         labels = _full_size(res.label_map, rgb.shape[:2])
-        visualize.save_label_map(labels, out_dir / f"{prefix}_labels.png", len(res.class_names))
+        export.save_label_map(labels, out_dir / f"{prefix}_labels.png", len(res.class_names))
         files += [f"{prefix}_overlay.png", f"{prefix}_labels.png"]
-        entries[mode] = visualize.result_json(res, colors)
+        entries[mode] = export.result_json(res, colors)
     if len(modes) == 2:
         a, b = results[modes[0]], results[modes[1]]
         visualize.render_disagreement(rgb, a, b).save(out_dir / f"{stem}_disagreement.png")

@@ -1,4 +1,5 @@
-"""Pictures of a `SegmentationResult`: class colours, overlays, legends and label-map files.
+"""Pictures of a `SegmentationResult`: class colours, overlays, legends, figures, the
+disagreement map and the data of a gr.AnnotatedImage (files are written by `zegformer.viz.export`).
 
 numpy and Pillow only (no torch, no gradio), so the app, the CLIs and notebooks can all use it.
 Images are RGB, H x W x 3 uint8; label maps are integer H x W arrays of class indices with -1
@@ -6,7 +7,6 @@ Images are RGB, H x W x 3 uint8; label maps are integer H x W arrays of class in
 """
 
 import importlib.util
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
@@ -14,15 +14,28 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from zegformer.errors import ZegFormerError
 from zegformer.inference.image import load_image
-from zegformer.viz.palette import PALETTE, _name_key, class_color, class_colors, hex_color  # noqa: F401
 from zegformer.inference.result import UNLABELED, SegmentationResult
+from zegformer.viz.palette import PALETTE, _name_key, class_color, class_colors, hex_color  # noqa: F401
+
 
 def as_rgb(image: Any) -> np.ndarray:
     """An H x W x 3 uint8 RGB array from a path, PIL image or array, read as the predictor reads
     it (`zegformer.inference.image.load_image`: EXIF orientation applied, grayscale / RGBA / 16-bit
     converted), so that an overlay lines up with the label map computed from the same input."""
     return load_image(image)
+
+
+def _check_opacity(alpha: Any) -> float:
+    """The one check of an overlay opacity (a drawing parameter): a number in 0..1."""
+    try:
+        value = float(alpha)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise ZegFormerError(f"opacity (alpha) must be a number between 0 and 1, got {alpha!r}")
+    return value
 
 
 def _check_labels(label_map: np.ndarray, num_classes: int) -> np.ndarray:
@@ -46,7 +59,13 @@ def colorize(label_map: np.ndarray, colors: np.ndarray) -> np.ndarray:
     return table[labels]
 
 
-def _fit_image(image: Any, shape: tuple[int, int]) -> np.ndarray:
+def fit_image(image: Any, shape: tuple[int, int]) -> np.ndarray:
+    """The image (path, PIL or array) as H x W x 3 uint8 at `shape` (H, W): unchanged when it
+    has that size, else resized (bilinear, as the predictor downscales large images).
+
+    Raises:
+        ValueError: the aspect ratios differ (another image, not the same one at another scale).
+    """
     rgb = as_rgb(image)
     h, w = shape
     if rgb.shape[:2] == (h, w):
@@ -83,11 +102,10 @@ def overlay(
     Returns:
         H x W x 3 uint8.
     """
-    if not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
+    alpha = _check_opacity(alpha)
     colors = np.asarray(colors, dtype=np.uint8).reshape(-1, 3)
     labels = _check_labels(label_map, len(colors))
-    rgb = _fit_image(image, labels.shape).astype(np.float32)
+    rgb = fit_image(image, labels.shape).astype(np.float32)
     paint = colorize(labels, colors).astype(np.float32)
     known = labels >= 0
     out = rgb.copy()
@@ -315,9 +333,18 @@ def _label(stat: Any) -> str:
     return f"{stat.name} {round(100 * stat.confidence)}%"
 
 
-def annotations(result: SegmentationResult) -> list[tuple[np.ndarray, str]]:
-    """(bool mask H x W, "name 87%") per class present, largest first, for gr.AnnotatedImage."""
-    return [(result.label_map == c.index, _label(c)) for c in result.present_classes]
+def annotations(result: SegmentationResult, opacity: float | None = None
+                ) -> list[tuple[np.ndarray, str]]:
+    """(mask H x W, "name 87%") per class present, largest first, for gr.AnnotatedImage.
+
+    Masks are bool, or float32 weighted by `opacity` (0..1) when it is given: gr.AnnotatedImage
+    draws a mask's values as the strength of its colour.
+    """
+    weight = None if opacity is None else _check_opacity(opacity)
+    masks = [(result.label_map == c.index, _label(c)) for c in result.present_classes]
+    if weight is None:
+        return masks
+    return [(m.astype(np.float32) * weight, label) for m, label in masks]
 
 
 def annotation_color_map(result: SegmentationResult) -> dict[str, str]:
@@ -350,7 +377,7 @@ def disagreement(a: SegmentationResult, b: SegmentationResult) -> np.ndarray:
 def render_disagreement(image: Any, a: SegmentationResult, b: SegmentationResult) -> Image.Image:
     """The image in faded gray with the pixels where `a` and `b` disagree in magenta."""
     diff = disagreement(a, b)
-    rgb = _fit_image(image, diff.shape).astype(np.float32)
+    rgb = fit_image(image, diff.shape).astype(np.float32)
     gray = rgb.mean(axis=2, keepdims=True) * 0.6 + 90.0
     out = np.repeat(gray, 3, axis=2)
     out[diff] = 0.35 * out[diff] + 0.65 * np.array([230.0, 0.0, 200.0])
@@ -358,43 +385,3 @@ def render_disagreement(image: Any, a: SegmentationResult, b: SegmentationResult
     size, share = max(13, min(30, round(max(pic.size) / 34))), f"{100 * diff.mean():.1f}%"
     texts = [f"{a.mode} vs {b.mode}: {share} of pixels differ (magenta)", f"{share} differ"]
     return _stack([_banner(pic.width, texts, size, (70, 70, 70)), pic])
-
-
-# ------------------------------------------------------------------------------ label files
-def save_label_map(
-    label_map: np.ndarray, path: str | os.PathLike, num_classes: int | None = None
-) -> None:
-    """Write class indices as a grayscale PNG.
-
-    8-bit with 255 = unlabelled when there are at most 255 classes, else 16-bit with 65535 =
-    unlabelled. `num_classes` (K) fixes the depth for a vocabulary; by default it is inferred
-    from the largest label.
-    """
-    labels = np.asarray(label_map)
-    k = num_classes if num_classes is not None else int(labels.max(initial=-1)) + 1
-    labels = _check_labels(labels, max(k, 1))
-    if k > 65535:
-        raise ValueError(f"a PNG label map holds at most 65535 classes, got {k}")
-    dtype, empty = (np.uint8, 255) if k <= 255 else (np.uint16, 65535)
-    out = np.where(labels < 0, empty, labels).astype(dtype)
-    Image.fromarray(out).save(path, format="PNG")
-
-
-def load_label_map(path: str | os.PathLike) -> np.ndarray:
-    """Read a PNG written by `save_label_map`: H x W int32 with -1 for unlabelled pixels."""
-    with Image.open(path) as im:
-        eight_bit = im.mode in ("L", "P")
-        arr = np.asarray(im).astype(np.int32)
-    if arr.ndim != 2:
-        raise ValueError(f"{path} is not a single-channel label map")
-    arr[arr == (255 if eight_bit else 65535)] = UNLABELED
-    return arr
-
-
-def result_json(result: SegmentationResult, colors: np.ndarray | None = None) -> dict[str, Any]:
-    """`result.to_json()` with a '#rrggbb' colour added to every class entry."""
-    colors = class_colors(result.class_names) if colors is None else np.asarray(colors)
-    data = result.to_json()
-    for entry in data["classes"]:
-        entry["color"] = hex_color(colors[entry["index"]])
-    return data
