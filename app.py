@@ -1,7 +1,8 @@
 """ZegFormer Studio: zero-shot semantic segmentation in a Gradio Space.
 
-User interface only. The model is loaded once at start-up (`zegformer.faces.app_support`), each request
-runs the read-only predictor, and `zegformer.viz.drawing` draws the results.
+Layout and event wiring only. The model is loaded once at start-up (`zegformer.faces.startup`);
+the callbacks below pass the user's input to the predictor (`zegformer.faces.modes.run_modes`),
+and `zegformer.faces.tables` turns the results into what the page shows.
 
     python app.py                   # weights from $ZEGFORMER_WEIGHTS / $ZEGFORMER_CLIP_WEIGHTS
     python app.py --random-weights  # the tiny untrained model: the whole UI, meaningless output
@@ -9,11 +10,10 @@ runs the read-only predictor, and `zegformer.viz.drawing` draws the results.
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import os
 import threading
-from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 try:  # Hugging Face Spaces: `spaces` must be imported before torch initialises CUDA
     import spaces
@@ -23,13 +23,11 @@ ZERO_GPU = spaces is not None and bool(os.environ.get("SPACES_ZERO_GPU"))
 
 import gradio as gr
 
-from zegformer.faces import app_support as support
 from zegformer.errors import ZegFormerError
-from zegformer.inference.image import limit_size, load_image
-from zegformer.text import MAX_CLASSES, MAX_NAME_LENGTH, parse_classes
+from zegformer.faces import startup, tables
+from zegformer.faces.modes import MODE_CHOICES, expand_modes, run_modes
+from zegformer.text import MAX_CLASSES, MAX_NAME_LENGTH
 
-ROOT = Path(__file__).resolve().parent
-EXAMPLES_DIR = ROOT / "examples"
 CONCURRENCY_LIMIT = 1  # requests running the model at once (one model on one GPU)
 MAX_QUEUE = 32  # requests waiting beyond that; more are told the queue is full
 MAX_UPLOAD = "25MB"  # largest upload accepted by the server
@@ -65,34 +63,127 @@ class ImageInput(gr.Image):
                 "Use a JPEG, PNG, WebP, BMP or TIFF file.", print_exception=False) from None
 
 
+# run_modes with the predictor bound: (image, classes, modes, threshold, progress) -> (rgb, results)
+Infer = Callable[..., tuple[Any, list[Any]]]
+
+
 def on_gpu(fn):
     """`spaces.GPU` where the `spaces` package is installed (it only acts on ZeroGPU hardware),
     the function itself elsewhere."""
     return spaces.GPU(duration=GPU_SECONDS)(fn) if spaces is not None else fn
 
 
-def load_examples() -> list[list[Any]]:
+def serve(predictor: Any) -> Infer:
+    """`run_modes` bound to one predictor: one call at a time, from any event; on ZeroGPU inside
+    `spaces.GPU`, with the predictor kept out of the arguments sent to the GPU worker."""
+    lock = threading.Lock()
+
+    @on_gpu
+    def on_device(image, classes, modes, threshold, progress=None):
+        return run_modes(predictor, image, classes, modes, threshold, progress)
+
+    def infer(image, classes, modes, threshold, progress=None):
+        with lock:
+            return on_device(image, classes, modes, threshold, progress)
+
+    return infer
+
+
+def remembered(infer: Infer, size: int) -> Infer:
+    """`infer` keeping its last `size` answers (one per example row), so that a second click on
+    an example shows it again at once, without running the model."""
+
+    @functools.lru_cache(maxsize=max(1, size))
+    def answer(image, classes, modes, threshold):
+        return infer(image, classes, modes, threshold)
+
+    def run(image, classes, modes, threshold, progress=None):
+        return answer(image, classes, tuple(modes), threshold)
+
+    return run
+
+
+def bind(fn: Callable, *args: Any) -> functools.partial:
+    """`fn` with its first arguments fixed, keeping its name and docstring (the API page shows
+    the docstring; the bound arguments are not API parameters)."""
+    bound = functools.partial(fn, *args)
+    bound.__name__, bound.__doc__ = fn.__name__, fn.__doc__  # type: ignore[attr-defined]
+    return bound
+
+
+def example_rows() -> list[list[Any]]:
     """gr.Examples rows from examples/examples.json: image, classes, mode, threshold, opacity."""
-    manifest = EXAMPLES_DIR / "examples.json"
-    if not manifest.is_file():
-        return []
-    with open(manifest, encoding="utf-8") as f:
-        entries = json.load(f)
-    return [[str(EXAMPLES_DIR / e["image"]), e["classes"], "decoupled", 0.0, 0.5]
-            for e in entries if (EXAMPLES_DIR / e["image"]).is_file()]
+    return [[str(path), classes, "decoupled", 0.0, 0.5]
+            for path, classes in startup.example_entries()]
 
 
-def _fraction(value: Any, name: str) -> float:
-    """A slider value checked before any model work: a number in 0..1."""
+# ----------------------------------------------------------------------------- callbacks
+# `model` is the loaded predictor or the Markdown saying why there is none; `infer` is
+# `serve(model)` (None without a model). `build_demo` binds both.
+def _request(model: Any, infer: Infer | None, image, classes, mode, threshold, opacity,
+             progress) -> tables.Response:
+    if isinstance(model, str) or infer is None:
+        plain = str(model).replace("**", "").replace("`", "")
+        raise gr.Error(plain, title="No model loaded", print_exception=False)
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if not 0.0 <= number <= 1.0:
-        raise ZegFormerError(f"{name} must be a number between 0 and 1, got {value!r}")
-    return number
+        if not image:
+            raise ZegFormerError("Upload an image first.")
+        modes = expand_modes(mode)
+        progress(0.0, desc="starting")
+        # On ZeroGPU the model runs in a worker process, where gr.Progress cannot follow.
+        report = None if ZERO_GPU else (lambda f, d: progress(f, desc=d))
+        rgb, results = infer(image, classes, modes, threshold, report)
+        return tables.respond(rgb, results, opacity, tables.new_output_dir())
+    except (ZegFormerError, ValueError) as e:
+        raise gr.Error(str(e), print_exception=False) from None
 
 
+def segment(model, infer, image, classes, mode, threshold, opacity, progress=gr.Progress()):
+    """Segment `image` into the comma-separated `classes` ("a | b" joins synonyms) with
+    mode "decoupled", "pixel" or "both"; pixels whose best normalised score is below
+    `threshold` stay unlabelled; `opacity` (0..1) sets the overlays' strength.
+
+    Returns: per-class confidences, the class table, the disagreement map ("both" only),
+    the downloads (label maps, overlays, figures, result.json), the JSON result, the status
+    line and the parsed class list."""
+    return _request(model, infer, image, classes, mode, threshold, opacity, progress).api_values()
+
+
+def segment_and_show(model, infer, image, classes, mode, threshold, opacity,
+                     progress=gr.Progress()):
+    """`segment` for the page: the same outputs, then the two overlays, drawn from the results
+    in memory (the second one only in "both" mode)."""
+    response = _request(model, infer, image, classes, mode, threshold, opacity, progress)
+    views = [gr.update(value=value, label=title, color_map=colors)
+             for value, title, colors in response.overlays]
+    return response.api_values() + tuple((views + [None, None])[:2])
+
+
+def show_second_view(mode: str) -> list[Any]:
+    """The pixel-level overlay and the disagreement map are shown in "both" mode only."""
+    return [gr.update(visible=mode == "both")] * 2
+
+
+def _preset(current: str, label: str | None, extend: bool) -> str:
+    if not label:
+        raise gr.Error("Choose a preset vocabulary first.", print_exception=False)
+    try:
+        return startup.fill_classes(current, label, extend)
+    except ZegFormerError as e:
+        raise gr.Error(str(e), print_exception=False) from None
+
+
+def replace_classes(current: str, label: str | None) -> str:
+    """The class box replaced by the chosen preset vocabulary."""
+    return _preset(current, label, extend=False)
+
+
+def add_classes(current: str, label: str | None) -> str:
+    """The class box extended with the preset's classes it does not hold yet."""
+    return _preset(current, label, extend=True)
+
+
+# ----------------------------------------------------------------------------- layout
 def build_demo(model: Any) -> gr.Blocks:
     """The whole UI around one loaded predictor, or around a Markdown message saying why none is.
 
@@ -100,61 +191,8 @@ def build_demo(model: Any) -> gr.Blocks:
         model: a `zegformer.Predictor`, or a `str` explaining what to configure.
     """
     predictor = None if isinstance(model, str) else model
-    model_lock = threading.Lock()  # one prediction at a time, from any event (button, examples)
-
-    @on_gpu
-    def infer(image, names, modes, threshold, progress=None):
-        return support.run_modes(predictor, image, names, modes, threshold, progress)
-
-    def segment(image, classes, mode, threshold, opacity, progress=gr.Progress()):
-        """Segment `image` into the comma-separated `classes` ("a | b" joins synonyms) with
-        mode "decoupled", "pixel" or "both"; pixels whose best normalised score is below
-        `threshold` stay unlabelled; `opacity` (0..1) sets the overlays' strength.
-
-        Returns: per-class confidences, the class table, the disagreement map ("both" only),
-        the downloads (label maps, overlays, figures, result.json), the JSON result, the status
-        line and the parsed class list."""
-        if predictor is None:
-            plain = str(model).replace("**", "").replace("`", "")
-            raise gr.Error(plain, title="No model loaded", print_exception=False)
-        try:
-            if not image:
-                raise ZegFormerError("Upload an image first.")
-            names = parse_classes(classes or "")
-            modes = support.modes_for(mode, predictor.modes)
-            threshold, opacity = _fraction(threshold, "threshold"), _fraction(opacity, "opacity")
-            rgb = load_image(image)
-            original = rgb.shape[:2]
-            rgb = limit_size(rgb, predictor.max_side)
-            progress(0.0, desc="starting")
-            # On ZeroGPU the model runs in a worker process, where gr.Progress cannot follow.
-            report = None if ZERO_GPU else (lambda f, d: progress(f, desc=d))
-            with model_lock:
-                results = infer(rgb, names, modes, threshold, report)
-            out = support.package(rgb, results, opacity, support.new_output_dir(), original)
-        except (ZegFormerError, ValueError) as e:
-            raise gr.Error(str(e), print_exception=False) from None
-        return (out.confidences, out.table, out.disagreement, out.files, out.data, out.status,
-                support.describe_classes(classes))
-
-    def show_overlays(image, files, data):
-        """The overlays (value, colours, title) of the last result, rebuilt from its outputs."""
-        values = []
-        if predictor is not None and image and files and data:
-            try:
-                rgb = limit_size(load_image(image), predictor.max_side)
-                values = support.overlay_values(rgb, data, files)
-            except (ZegFormerError, ValueError, OSError, KeyError):
-                values = []  # stale or foreign outputs: leave the overlays empty
-        updates = [gr.update(value=v, label=title, color_map=cmap) for v, title, cmap in values]
-        return (updates + [None, None])[:2]
-
-    def run_example(image, classes, mode, threshold, opacity, progress=gr.Progress()):
-        """`segment` for the example rows (single-mode, so without the disagreement map, whose
-        empty value Gradio's example cache cannot read back)."""
-        out = segment(image, classes, mode, threshold, opacity, progress=progress)
-        return out[:2] + out[3:]
-
+    infer = serve(predictor) if predictor is not None else None
+    rows = example_rows()
     with gr.Blocks(title="ZegFormer Studio", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(INTRO)
         if predictor is None:
@@ -170,17 +208,16 @@ def build_demo(model: Any) -> gr.Blocks:
                     value=DEFAULT_CLASSES, lines=3, label="Classes", elem_id="classes",
                     info=f"Commas separate classes; `a | b` = synonyms of one class. At most "
                          f"{MAX_CLASSES} classes of {MAX_NAME_LENGTH} characters.")
-                parsed = gr.Markdown(support.describe_classes(DEFAULT_CLASSES),
+                parsed = gr.Markdown(startup.describe_classes(DEFAULT_CLASSES),
                                      elem_id="parsed-classes")
                 with gr.Row(equal_height=True):
-                    preset = gr.Dropdown(support.available_presets(), value=None, scale=3,
+                    preset = gr.Dropdown(startup.available_presets(), value=None, scale=3,
                                          label="Preset vocabulary", elem_id="preset")
                     with gr.Column(scale=1, min_width=120):
                         replace_btn = gr.Button("Replace classes", size="sm",
                                                 elem_id="preset-replace")
                         extend_btn = gr.Button("Add to classes", size="sm", elem_id="preset-add")
-                mode = gr.Radio(support.MODE_CHOICES, value="decoupled", label="Scoring",
-                                elem_id="mode")
+                mode = gr.Radio(MODE_CHOICES, value="decoupled", label="Scoring", elem_id="mode")
                 threshold = gr.Slider(0.0, 1.0, value=0.0, step=0.01, elem_id="threshold",
                                       label="Threshold (pixels less confident stay unlabelled)")
                 opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Overlay opacity",
@@ -194,11 +231,10 @@ def build_demo(model: Any) -> gr.Blocks:
                                                  visible=False)
                 disagreement = gr.Image(label="Where the two modes disagree", type="pil",
                                         show_label=False, interactive=False, visible=False,
-                                        height=320,
-                                        elem_id="disagreement")
+                                        height=320, elem_id="disagreement")
                 confidences = gr.Label(label="Per-class confidence", num_top_classes=10,
                                        elem_id="confidences")
-                table = gr.Dataframe(headers=support.TABLE_HEADERS, label="Classes",
+                table = gr.Dataframe(headers=tables.TABLE_HEADERS, label="Classes",
                                      interactive=False, elem_id="class-table")
                 files = gr.File(label="Downloads (label map, overlay, figure, JSON)",
                                 file_count="multiple", interactive=False, elem_id="downloads")
@@ -207,35 +243,25 @@ def build_demo(model: Any) -> gr.Blocks:
 
         inputs = [image, classes, mode, threshold, opacity]
         outputs = [confidences, table, disagreement, files, result_json, status, parsed]
-        run_btn.click(segment, inputs, outputs, api_name="segment",
-                      concurrency_limit=CONCURRENCY_LIMIT, concurrency_id="model")
-        # The overlays follow every new result, from the button or a (cached) example.
+        shown = outputs + [overlay, overlay2]  # the page's outputs: the API's and the overlays
+        on_model = dict(concurrency_limit=CONCURRENCY_LIMIT, concurrency_id="model")
         private = dict(api_visibility="private", queue=False)
-        result_json.change(show_overlays, [image, files, result_json], [overlay, overlay2],
-                           **private)
-        classes.change(support.describe_classes, classes, parsed, **private)
-        mode.change(lambda m: [gr.update(visible=m == "both")] * 2, mode,
-                    [overlay2, disagreement], **private)
+        # /segment: the button's work without the overlays, an endpoint with no trigger on the page
+        gr.on([], bind(segment, model, infer), inputs, outputs, api_name="segment", **on_model)
+        run_btn.click(bind(segment_and_show, model, infer), inputs, shown,
+                      api_visibility="private", **on_model)
+        classes.change(startup.describe_classes, classes, parsed, **private)
+        mode.change(show_second_view, mode, [overlay2, disagreement], **private)
+        replace_btn.click(replace_classes, [classes, preset], classes, **private)
+        extend_btn.click(add_classes, [classes, preset], classes, **private)
 
-        def use_preset(current, label, extend):
-            if not label:
-                raise gr.Error("Choose a preset vocabulary first.", print_exception=False)
-            try:
-                return support.fill_classes(current, label, extend)
-            except ZegFormerError as e:
-                raise gr.Error(str(e), print_exception=False) from None
-
-        replace_btn.click(lambda c, p: use_preset(c, p, False), [classes, preset], classes,
-                          **private)
-        extend_btn.click(lambda c, p: use_preset(c, p, True), [classes, preset], classes,
-                         **private)
-
-        rows = load_examples()
         if rows and predictor is not None:
-            gr.Examples(rows, inputs, outputs[:2] + outputs[3:], fn=run_example,
-                        cache_examples=True, cache_mode="lazy", api_visibility="private",
-                        label="Examples (click one to run it)", visible_columns=[0, 1],
-                        elem_id="examples")
+            examples = gr.Examples(rows, inputs, label="Examples (click one to run it)",
+                                   visible_columns=[0, 1], api_visibility="private",
+                                   elem_id="examples")
+            examples.load_input_event.then(
+                bind(segment_and_show, model, remembered(infer, len(rows))), inputs, shown,
+                api_visibility="private", **on_model)
         elif rows:
             gr.Examples(rows, inputs, label="Examples", visible_columns=[0, 1])
     demo.queue(max_size=MAX_QUEUE, default_concurrency_limit=CONCURRENCY_LIMIT)
@@ -250,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
     args = parser.parse_args(argv)
-    demo = build_demo(support.load_app_predictor(random_weights=args.random_weights or None))
+    demo = build_demo(startup.load_app_predictor(random_weights=args.random_weights or None))
     demo.launch(server_name=args.host, server_port=args.port, share=args.share,
                 max_file_size=MAX_UPLOAD, show_error=False)
 

@@ -1,4 +1,5 @@
-"""The Space's helpers and UI wiring, without launching a server (see test_app_api.py for that)."""
+"""The Space's helpers, callbacks and UI wiring, without launching a server (see test_app_api.py
+for that)."""
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -15,15 +16,20 @@ from PIL import Image
 
 torch.set_num_threads(1)
 
-from zegformer.faces import app_support as support  # noqa: E402
+import gradio as gr  # noqa: E402
+
 from zegformer.errors import ZegFormerError  # noqa: E402
+from zegformer.faces import startup, tables  # noqa: E402
+from zegformer.faces.modes import expand_modes, run_modes  # noqa: E402
 from zegformer.inference.result import SegmentationResult, class_statistics  # noqa: E402
 from zegformer.text import MAX_CLASSES, MAX_NAME_LENGTH, parse_classes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+CAT = ROOT / "examples" / "cat.jpg"
 
 
-def make_result(names, mode="decoupled", h=24, w=32, seed=0, untrained=True, threshold=0.0):
+def make_result(names, mode="decoupled", h=24, w=32, seed=0, untrained=True, threshold=0.0,
+                original_size=None):
     """A SegmentationResult from random block-shaped scores (no model needed)."""
     rng = np.random.default_rng(seed)
     probs = np.kron(rng.random((len(names), 4, 4)), np.ones((h // 4, w // 4))).astype(np.float32)
@@ -31,86 +37,95 @@ def make_result(names, mode="decoupled", h=24, w=32, seed=0, untrained=True, thr
     label_map, stats = class_statistics(probs, list(names), seen, threshold)
     return SegmentationResult(list(names), probs, label_map, stats, mode,
                               {"text": 0.01, "backbone": 0.02, "total": 0.05},
-                              "tiny (random weights)", untrained, "cpu")
+                              "tiny (random weights)", untrained, "cpu", original_size)
+
+
+def no_progress(*args, **kwargs):
+    """Stands in for gr.Progress when a callback is called directly."""
 
 
 # ------------------------------------------------------------------------------ vocabularies
 @pytest.mark.parametrize("label,count", [("COCO-Stuff (171)", 171), ("PASCAL VOC (20)", 20),
                                          ("ADE20K (150)", 150), ("ADE20K-Full (847)", 847)])
 def test_every_preset_fills_a_box_the_parser_accepts(label, count):
-    assert label in support.available_presets()
-    text = support.fill_classes("", label, extend=False)
+    assert label in startup.available_presets()
+    text = startup.fill_classes("", label, extend=False)
     names = parse_classes(text)
     assert len(names) == count
     assert all(len(n) <= MAX_NAME_LENGTH for n in names)
 
 
 def test_official_synonyms_become_bar_synonyms():
-    assert support.app_class_name("pot, flowerpot") == "pot | flowerpot"
-    assert support.app_class_name("wall") == "wall"
+    assert startup.app_class_name("pot, flowerpot") == "pot | flowerpot"
+    assert startup.app_class_name("wall") == "wall"
     long = ", ".join(["computing machine"] * 10)
-    short = support.app_class_name(long)
+    short = startup.app_class_name(long)
     assert len(short) <= MAX_NAME_LENGTH and short.startswith("computing machine | ")
-    ade = support.preset_classes("ADE20K (150)")
+    ade = startup.preset_classes("ADE20K (150)")
     assert "building | edifice" in ade and not any("," in n for n in ade)
 
 
 def test_extend_keeps_the_box_and_adds_only_new_classes():
-    out = support.fill_classes("Cat, my special thing", "PASCAL VOC (20)", extend=True)
+    out = startup.fill_classes("Cat, my special thing", "PASCAL VOC (20)", extend=True)
     names = parse_classes(out)
     assert names[:2] == ["Cat", "my special thing"]
     assert len(names) == 2 + 19  # "cat" is in VOC already (case-insensitive)
-    assert support.fill_classes("  ", "PASCAL VOC (20)", extend=True).startswith("aeroplane")
+    assert startup.fill_classes("  ", "PASCAL VOC (20)", extend=True).startswith("aeroplane")
     with pytest.raises(ZegFormerError, match="unknown preset"):
-        support.fill_classes("", "Cityscapes", extend=False)
+        startup.fill_classes("", "Cityscapes", extend=False)
 
 
 def test_describe_classes_shows_the_parsed_list_or_the_problem():
-    assert "2 classes" in support.describe_classes("cat,  tv|television")
-    assert "`tv | television`" in support.describe_classes("cat,  tv|television")
-    assert "at most" in support.describe_classes("")
-    assert "Cannot use" in support.describe_classes("cat, CAT")
+    assert "2 classes" in startup.describe_classes("cat,  tv|television")
+    assert "`tv | television`" in startup.describe_classes("cat,  tv|television")
+    assert "at most" in startup.describe_classes("")
+    assert "Cannot use" in startup.describe_classes("cat, CAT")
     many = ", ".join(f"class{i}" for i in range(MAX_CLASSES + 1))
-    assert "too many" in support.describe_classes(many)
+    assert "too many" in startup.describe_classes(many)
 
 
-def test_modes_for():
-    both = ("decoupled", "pixel")
-    assert support.modes_for("both", both) == ["decoupled", "pixel"]
-    assert support.modes_for("pixel", both) == ["pixel"]
+def test_expand_modes():
+    assert expand_modes("both") == ("decoupled", "pixel")
+    assert expand_modes("pixel") == ("pixel",)
     with pytest.raises(ZegFormerError, match="unknown mode"):
-        support.modes_for("fast", both)
-    with pytest.raises(ZegFormerError, match="supports only"):
-        support.modes_for("both", ("pixel",))
+        expand_modes("fast")
 
 
-# ------------------------------------------------------------------------------ packaging
-def test_package_writes_files_json_and_overlays(tmp_path):
+def test_a_checkpoint_without_decoupled_mode_refuses_both(tiny_baseline):
+    """Whether the checkpoint supports a mode is the predictor's check; the app shows it."""
+    import app
+
+    with pytest.raises(gr.Error, match="only mode='pixel'"):
+        app.segment(tiny_baseline, app.serve(tiny_baseline), str(CAT), "cat, wall", "both",
+                    0.0, 0.5, progress=no_progress)
+    out = app.segment(tiny_baseline, app.serve(tiny_baseline), str(CAT), "cat, wall", "pixel",
+                      0.0, 0.5, progress=no_progress)
+    assert out[4]["mode"] == "pixel"
+
+
+# ------------------------------------------------------------------------------ responses
+def test_respond_shows_the_results_in_memory(tmp_path):
     image = np.random.default_rng(1).integers(0, 255, (24, 32, 3), dtype=np.uint8)
     names = ["cat", "tv | television", "sky"]
-    results = [make_result(names, "decoupled"), make_result(names, "pixel", seed=5)]
-    out = support.package(image, results, 0.4, tmp_path, original_size=(48, 64))
+    results = [make_result(names, "decoupled", original_size=(48, 64)),
+               make_result(names, "pixel", seed=5, original_size=(48, 64))]
+    out = tables.respond(image, results, 0.4, tmp_path)
     by_name = {Path(f).name: f for f in out.files}
     assert set(by_name) >= {"decoupled_overlay.png", "decoupled_labels.png", "pixel_figure.png",
                             "disagreement.png", "result.json"}
-    for f in out.files:
-        assert Path(f).is_file()
-    assert Image.open(by_name["decoupled_overlay.png"]).size == (32, 24)
-    assert Image.open(by_name["decoupled_labels.png"]).size == (32, 24)
     data = json.loads(Path(by_name["result.json"]).read_text())
     assert data == json.loads(json.dumps(out.data))
-    assert [c["name"] for c in data["classes"]] == names
-    assert set(data["results"]) == {"decoupled", "pixel"} and data["mode"] == "both"
     assert data["original_size"] == {"height": 48, "width": 64}
-    expected = float((results[0].label_map != results[1].label_map).mean())
-    assert data["disagreement_fraction"] == pytest.approx(expected, abs=1e-6)
     assert out.confidences == {c.name: c.confidence for c in results[0].classes}
     assert len(out.table) == 2 * len(names) and out.table[0][:3] == [
         results[0].present_classes[0].name, "seen" if results[0].present_classes[0].seen
         else "novel", "decoupled"]
     assert "downscaled from 64 × 48" in out.status and "Untrained" in out.status
+    assert out.parsed == startup.describe_classes(", ".join(names))
+    assert out.api_values() == (out.confidences, out.table, out.disagreement, out.files,
+                                out.data, out.status, out.parsed)
 
-    values = support.overlay_values(image, out.data, out.files)
+    values = out.overlays  # drawn from the results in memory, not from the files
     assert [title for _, title, _ in values] == ["Decoupled (ZegFormer)", "Pixel-level"]
     (base, masks), _, cmap = values[0]
     assert base is image
@@ -120,49 +135,63 @@ def test_package_writes_files_json_and_overlays(tmp_path):
     assert list(cmap) == [label for _, label in masks]
     assert set(cmap.values()) <= {c["color"] for c in out.data["classes"]}
     np.testing.assert_allclose(masks[0][0], (results[0].label_map == present[0].index) * 0.4)
-    assert support.overlay_values(np.zeros((5, 5, 3), np.uint8), out.data, out.files) == []
-    assert support.overlay_values(image, out.data, []) == []
+    (base2, masks2), _, _ = values[1]
+    np.testing.assert_allclose(masks2[0][0], (results[1].label_map ==
+                                              results[1].present_classes[0].index) * 0.4)
+    # an image that is not the one the results were computed on is refused, not drawn
+    with pytest.raises(ValueError, match="does not match"):
+        tables.respond(np.zeros((5, 50, 3), np.uint8), results, 0.4, tmp_path / "other")
+    assert not (tmp_path / "other").exists()
 
 
-def test_package_single_mode_has_no_disagreement_and_checks_opacity(tmp_path):
+def test_respond_single_mode_has_no_disagreement_and_checks_opacity(tmp_path):
     image = np.zeros((24, 32, 3), np.uint8)
-    out = support.package(image, [make_result(["a", "b"], untrained=False)], 1.0, tmp_path)
+    out = tables.respond(image, [make_result(["a", "b"], untrained=False)], 1.0, tmp_path)
     assert out.disagreement is None and "disagreement_fraction" not in out.data
     assert "Untrained" not in out.status and "downscaled" not in out.status
+    assert len(out.overlays) == 1
     with pytest.raises(ZegFormerError, match="opacity"):
-        support.package(image, [make_result(["a", "b"])], 1.5, tmp_path)
+        tables.respond(image, [make_result(["a", "b"])], 1.5, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()  # nothing written with a bad opacity
 
 
 def test_output_dirs_are_fresh_and_old_ones_pruned(tmp_path):
-    a = support.new_output_dir(tmp_path, max_age_s=60)
-    b = support.new_output_dir(tmp_path, max_age_s=60)
+    a = tables.new_output_dir(tmp_path, max_age_s=60)
+    b = tables.new_output_dir(tmp_path, max_age_s=60)
     assert a != b and a.is_dir() and b.is_dir()
     old = time.time() - 120
     os.utime(a, (old, old))
-    support.new_output_dir(tmp_path, max_age_s=60)
+    tables.new_output_dir(tmp_path, max_age_s=60)
     assert not a.exists() and b.exists()
 
 
-def test_run_modes_spreads_progress_over_modes():
-    calls = []
+def test_run_modes_spreads_progress_over_modes_and_decodes_once(tmp_path):
+    calls, seen = [], []
 
     class Recorder:
         def predict(self, image, classes, mode, threshold, progress):
+            seen.append((image, classes, threshold))
             progress(0.5, "half")
-            return make_result(classes, mode)
+            return make_result(["a", "b"], mode)
 
-    results = support.run_modes(Recorder(), None, ["a", "b"], ["decoupled", "pixel"], 0.0,
-                                lambda f, d: calls.append((f, d)))
+    path = tmp_path / "img.png"
+    Image.fromarray(np.full((6, 8, 3), 7, np.uint8)).save(path)
+    rgb, results = run_modes(Recorder(), path, "a, b", ["decoupled", "pixel"], 0.3,
+                             lambda f, d: calls.append((f, d)))
     assert [r.mode for r in results] == ["decoupled", "pixel"]
     assert calls == [(0.25, "Decoupled (ZegFormer): half"), (0.75, "Pixel-level: half")]
+    assert rgb.shape == (6, 8, 3) and (rgb == 7).all()
+    # both modes get the same decoded pixels; the class text and threshold pass through as given
+    assert all(image is rgb for image, _, _ in seen)
+    assert [(c, t) for _, c, t in seen] == [("a, b", 0.3)] * 2
 
 
 # ------------------------------------------------------------------------------ start-up
 def test_without_weights_the_app_explains_what_to_set(monkeypatch):
-    for var in (support.WEIGHTS_ENV, support.CLIP_WEIGHTS_ENV, support.CONFIG_ENV,
-                support.RANDOM_ENV):
+    for var in (startup.WEIGHTS_ENV, startup.CLIP_WEIGHTS_ENV, startup.CONFIG_ENV,
+                startup.RANDOM_ENV):
         monkeypatch.delenv(var, raising=False)
-    message = support.load_app_predictor()
+    message = startup.load_app_predictor()
     assert isinstance(message, str)
     assert "ZEGFORMER_WEIGHTS" in message and "--random-weights" in message
 
@@ -171,11 +200,13 @@ def test_without_weights_the_app_explains_what_to_set(monkeypatch):
     demo = app.build_demo(message)
     ids = {c["props"].get("elem_id") for c in demo.get_config_file()["components"]}
     assert {"setup-help", "input-image", "classes", "run"} <= ids
+    with pytest.raises(gr.Error, match="ZEGFORMER_WEIGHTS"):
+        app.segment(message, None, str(CAT), "cat", "decoupled", 0.0, 0.5, progress=no_progress)
 
 
 def test_random_weights_from_the_environment(monkeypatch):
-    monkeypatch.setenv(support.RANDOM_ENV, "1")
-    predictor = support.load_app_predictor()
+    monkeypatch.setenv(startup.RANDOM_ENV, "1")
+    predictor = startup.load_app_predictor()
     assert predictor.untrained
 
 
@@ -187,6 +218,89 @@ def test_blocks_build_with_one_public_endpoint(tiny_demo):
     assert {"overlay", "overlay-pixel", "confidences", "class-table", "downloads", "result-json",
             "status", "disagreement", "preset", "mode", "threshold", "opacity", "untrained"} <= ids
     assert tiny_demo._queue.max_size == 32  # a burst waits in a bounded queue
+    by_id = {c["id"]: c["props"].get("elem_id") for c in config["components"]}
+    assert public[0]["targets"] == []  # an API endpoint; the page's button has its own event
+    api_outputs = [by_id[i] for i in public[0]["outputs"]]
+    assert api_outputs == ["confidences", "class-table", "disagreement", "downloads",
+                           "result-json", "status", "parsed-classes"]
+    runs = [fn for fn in tiny_demo.fns.values()
+            if [o.elem_id for o in fn.outputs][:7] == api_outputs]
+    assert [[o.elem_id for o in fn.outputs][7:] for fn in runs] == [
+        [], ["overlay", "overlay-pixel"], ["overlay", "overlay-pixel"]]  # API, button, example
+    assert {fn.concurrency_id for fn in runs} == {"model"}  # one model run at a time
+
+
+def test_the_callbacks_segment_in_memory(tiny_predictor):
+    import app
+
+    infer = app.serve(tiny_predictor)
+    out = app.segment(tiny_predictor, infer, str(CAT), "cat, wall | partition", "both", 0.2,
+                      0.6, progress=no_progress)
+    confidences, table, disagreement, files, data, status, parsed = out
+    assert data["mode"] == "both" and set(data["results"]) == {"decoupled", "pixel"}
+    assert data["opacity"] == 0.6 and isinstance(disagreement, Image.Image)
+    assert all(Path(f).is_file() for f in files) and "**pixel:**" in status
+    assert "2 classes" in parsed and set(confidences) == {"cat", "wall | partition"}
+
+    shown = app.segment_and_show(tiny_predictor, infer, str(CAT), "cat, wall | partition",
+                                 "decoupled", 0.0, 0.5, progress=no_progress)
+    assert len(shown) == 9 and shown[8] is None  # no second overlay in one mode
+    first = shown[7]
+    assert first["label"] == "Decoupled (ZegFormer)"
+    (base, masks) = first["value"]
+    with Image.open(CAT) as im:
+        assert base.shape == (im.height, im.width, 3)
+    found = [c for c in shown[4]["classes"] if c["present"]]
+    assert sorted(label for _, label in masks) == sorted(
+        f"{c['name']} {round(100 * c['confidence'])}%" for c in found)
+    assert set(first["color_map"].values()) == {c["color"] for c in found}
+    assert sum(float(m.sum()) for m, _ in masks) == pytest.approx(
+        0.5 * base.shape[0] * base.shape[1] * (1 - shown[4]["unlabeled_fraction"]))
+    with pytest.raises(gr.Error, match="Upload an image"):
+        app.segment(tiny_predictor, infer, None, "cat", "decoupled", 0.0, 0.5,
+                    progress=no_progress)
+    with pytest.raises(gr.Error, match="opacity"):
+        app.segment(tiny_predictor, infer, str(CAT), "cat", "decoupled", 0.0, 1.5,
+                    progress=no_progress)
+    with pytest.raises(gr.Error, match="threshold"):
+        app.segment(tiny_predictor, infer, str(CAT), "cat", "decoupled", 2.0, 0.5,
+                    progress=no_progress)
+
+
+def test_a_second_click_on_an_example_does_not_run_the_model():
+    import app
+
+    calls = []
+
+    def infer(image, classes, modes, threshold, progress=None):
+        calls.append((image, classes, tuple(modes), threshold))
+        return None, [make_result(["a"], m) for m in modes]
+
+    example = app.remembered(infer, size=2)
+    first = example("a.jpg", "a", ["decoupled"], 0.0, print)
+    assert example("a.jpg", "a", ["decoupled"], 0.0, None) is first
+    example("b.jpg", "a", ["decoupled"], 0.0)
+    assert calls == [("a.jpg", "a", ("decoupled",), 0.0), ("b.jpg", "a", ("decoupled",), 0.0)]
+
+
+def test_presets_fill_the_class_box():
+    import app
+
+    assert app.replace_classes("cat", "PASCAL VOC (20)").startswith("aeroplane, bicycle")
+    assert app.add_classes("cat", "PASCAL VOC (20)").startswith("cat, aeroplane")
+    with pytest.raises(gr.Error, match="Choose a preset"):
+        app.replace_classes("cat", None)
+    assert [u["visible"] for u in app.show_second_view("both")] == [True, True]
+    assert [u["visible"] for u in app.show_second_view("pixel")] == [False, False]
+
+
+@pytest.fixture(scope="module")
+def tiny_baseline():
+    from zegformer import load_random_predictor
+
+    return load_random_predictor(device="cpu", opts=[
+        "MODEL.META_ARCHITECTURE", "SemanticSegmentorGzero",
+        "MODEL.SEM_SEG_HEAD.NAME", "ZeroshotPerPixelBaselineHead"])
 
 
 @pytest.fixture(scope="module")

@@ -166,12 +166,12 @@ def test_without_weights_the_api_says_what_to_set(monkeypatch):
     import app
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
-    from zegformer.faces import app_support
+    from zegformer.faces import startup
 
     for var in ("ZEGFORMER_WEIGHTS", "ZEGFORMER_CLIP_WEIGHTS", "ZEGFORMER_CONFIG",
                 "ZEGFORMER_RANDOM_WEIGHTS"):
         monkeypatch.delenv(var, raising=False)
-    demo = app.build_demo(app_support.load_app_predictor())
+    demo = app.build_demo(startup.load_app_predictor())
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:

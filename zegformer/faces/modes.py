@@ -1,0 +1,78 @@
+"""The scoring modes one request of the app or the demo CLI runs, and running them.
+
+"both" is a face's word, not the predictor's: it means decoupled, then pixel-level, on the same
+image. `expand_modes` is the one place that says so; `run_modes` is the one place that runs a
+request's modes. Every other input check belongs to `Predictor.predict`.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from ..errors import ZegFormerError
+from ..inference.image import load_image
+from ..inference.result import SegmentationResult
+from ..viz.export import MODE_TITLES
+
+if TYPE_CHECKING:
+    from ..inference.predictor import ProgressFn
+
+BOTH = ("decoupled", "pixel")  # what "both" runs, in this order
+MODE_CHOICES = [  # (label shown in the UI, value passed to the API)
+    (MODE_TITLES["decoupled"], "decoupled"),
+    (MODE_TITLES["pixel"], "pixel"),
+    ("Both side by side", "both"),
+]
+
+
+def expand_modes(mode: str) -> tuple[str, ...]:
+    """The predictor modes a face's mode stands for: "both" -> ("decoupled", "pixel").
+
+    Whether the loaded checkpoint supports them is the predictor's check (a per-pixel baseline
+    checkpoint refuses "decoupled").
+
+    Raises:
+        ZegFormerError: an unknown mode.
+    """
+    if mode == "both":
+        return BOTH
+    if mode in BOTH:
+        return (mode,)
+    values = [v for _, v in MODE_CHOICES]
+    raise ZegFormerError(f"unknown mode {mode!r}; use one of {', '.join(values)}")
+
+
+def run_modes(predictor: Any, image: Any, classes: str | Sequence[str], modes: Sequence[str],
+              threshold: float = 0.0, progress: ProgressFn | None = None
+              ) -> tuple[np.ndarray, list[SegmentationResult]]:
+    """One `predictor.predict` per mode on the same pixels; the faces pass their input through.
+
+    The input is decoded once, by the predictor's own reader (`load_image`), so that every mode
+    and the pictures drawn afterwards see the same pixels; the class list and the threshold go to
+    the predictor as given, which checks them. Progress fractions are spread over the modes.
+
+    Args:
+        predictor: a `zegformer.Predictor` (anything with its `predict`).
+        image: path, PIL image or array, as the user gave it.
+        classes: the class list as typed ("a, b | c") or a list of names.
+        modes: predictor modes, e.g. `expand_modes("both")`.
+        threshold: pixels less confident than this stay unlabelled.
+        progress: optional callback(fraction, description).
+
+    Returns:
+        (the decoded H x W x 3 uint8 image at its full size, one result per mode).
+
+    Raises:
+        ZegFormerError (ImageError, VocabularyError, ...): the predictor's message.
+    """
+    rgb = load_image(image)
+    results = []
+    for i, mode in enumerate(modes):
+        report = None
+        if progress is not None:
+            def report(f: float, desc: str, i: int = i, mode: str = mode) -> None:
+                progress((i + f) / len(modes), f"{MODE_TITLES.get(mode, mode)}: {desc}")
+        results.append(predictor.predict(rgb, classes, mode=mode, threshold=threshold,
+                                         progress=report))
+    return rgb, results
