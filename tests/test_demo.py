@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from zegformer.faces import demo
+from zegformer.loading.config import split_opt
 from zegformer.viz.export import load_label_map
 
 torch.set_num_threads(1)
@@ -77,7 +78,7 @@ def test_output_stems_are_unique():
 
 def test_weights_are_taken_out_of_opts():
     opts = ["INPUT.MIN_SIZE_TEST", "512", "MODEL.WEIGHTS", "m.pth"]
-    weights, rest = demo._weights_from_opts(opts)
+    weights, rest = split_opt(opts, "MODEL.WEIGHTS")  # what load_demo_predictor does
     assert weights == "m.pth" and rest == ["INPUT.MIN_SIZE_TEST", "512"]
 
 

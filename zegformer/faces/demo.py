@@ -8,7 +8,8 @@ For every input image `<stem>` it writes to the output folder:
 
     <stem>_overlay.png   the image with class colours and a legend
     <stem>_labels.png    class indices (8-bit, 255 = unlabelled; 16-bit, 65535, above 255 classes)
-    <stem>.json          classes, colours, confidences, areas, seen/novel, timings
+    <stem>.json          classes, colours, confidences, areas, seen/novel, timings (the
+                         layout of `zegformer.viz.export`, which writes all three)
 
 With `--mode both` the first two files come once per mode (`<stem>_decoupled_overlay.png`, ...)
 and `<stem>_disagreement.png` shows where the two modes differ. `--random-weights` runs a tiny
@@ -24,31 +25,35 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-from PIL import Image
-
-from zegformer import resources
-from zegformer.viz import drawing as visualize
-from zegformer.viz import export
 from zegformer.errors import ImageError, WeightsError, ZegFormerError
-from zegformer.inference.image import load_image
+from zegformer.faces.modes import MODE_CHOICES, expand_modes, run_modes
+from zegformer.faces.startup import example_entries
+from zegformer.loading.config import split_opt
+from zegformer.viz.export import MODE_TITLES, cli_layout, write_results
 
-EXAMPLES_DIR = resources.examples_dir()
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 FALLBACK_CLASSES = ("person, animal, vehicle, building, tree, grass, sky, road, water, "
                     "furniture, wall, floor")
-MODE_TITLES = {"decoupled": "decoupled (ZegFormer)", "pixel": "pixel-level"}
 EXIT_USAGE = 2
 
 
 class UsageError(Exception):
     """A mistake in the command line or its inputs: printed as one line, exit status 2."""
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: the flag's value as a number in 0..1 (as the app's sliders allow)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, got {text!r}")
+    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -78,12 +83,12 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", default=None,
                    help='comma-separated class names, "a | b" for synonyms (default: the '
                         "example's list for images in examples/, else a short generic list)")
-    p.add_argument("--mode", choices=("decoupled", "pixel", "both"), default="decoupled",
+    p.add_argument("--mode", choices=[v for _, v in MODE_CHOICES], default="decoupled",
                    help="decoupled = ZegFormer's segment-level scoring; pixel = per-pixel; both")
-    p.add_argument("--confidence-threshold", "--threshold", dest="threshold", type=float,
+    p.add_argument("--confidence-threshold", "--threshold", dest="threshold", type=_fraction,
                    default=0.0, metavar="T",
                    help="leave pixels unlabelled when their best normalised score is below T")
-    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity in 0..1")
+    p.add_argument("--alpha", type=_fraction, default=0.5, help="overlay opacity in 0..1")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None,
                    help="default: cuda when available")
     p.add_argument("--clip-weights", metavar="PATH", default=None,
@@ -129,14 +134,8 @@ def expand_inputs(patterns: Sequence[str]) -> list[Path]:
 
 
 def example_classes() -> dict[Path, str]:
-    """{example image path: its class list} from examples/examples.json (empty when missing)."""
-    if EXAMPLES_DIR is None:
-        return {}
-    try:
-        with open(EXAMPLES_DIR / "examples.json", encoding="utf-8") as f:
-            return {(EXAMPLES_DIR / e["image"]).resolve(): e["classes"] for e in json.load(f)}
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
+    """{example image path (resolved): its class list} from examples/examples.json."""
+    return {path.resolve(): classes for path, classes in example_entries()}
 
 
 def output_stems(paths: Sequence[Path]) -> list[str]:
@@ -151,18 +150,13 @@ def output_stems(paths: Sequence[Path]) -> list[str]:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if not 0.0 <= args.threshold <= 1.0:
-        raise UsageError(f"--confidence-threshold must be between 0 and 1, got {args.threshold}")
+    """The flags' combinations (their values are typed by the parser)."""
     if args.every < 1:
         raise UsageError(f"--every must be at least 1, got {args.every}")
     if args.input is not None and args.every != 1:
         raise UsageError("--every applies to --video-input and --webcam, not to images")
     if args.input is None and args.mode == "both":
         raise UsageError("--mode both is for images; a video takes --mode decoupled or pixel")
-    if not 0.0 <= args.alpha <= 1.0:
-        raise UsageError(f"--alpha must be between 0 and 1, got {args.alpha}")
-    if len(args.opts) % 2:
-        raise UsageError("--opts needs KEY VALUE pairs, got an odd number of words")
     if args.device == "cuda":
         import torch
 
@@ -171,29 +165,20 @@ def _check_args(args: argparse.Namespace) -> None:
                              "use --device cpu")
 
 
-def _weights_from_opts(opts: list[str]) -> tuple[str | None, list[str]]:
-    """MODEL.WEIGHTS taken out of --opts (so that its absence is reported clearly)."""
-    pairs = list(zip(opts[::2], opts[1::2], strict=True))
-    weights = next((v for k, v in pairs if k == "MODEL.WEIGHTS"), None)
-    rest = [x for k, v in pairs if k != "MODEL.WEIGHTS" for x in (k, v)]
-    return weights, rest
-
-
 def load_demo_predictor(args: argparse.Namespace) -> Any:
     """The predictor the flags ask for.
 
     Raises:
-        UsageError: missing weights or a bad config, with what to set.
+        UsageError: missing weights, with what to set.
+        ConfigError: a bad config or --opts.
     """
-    from zegformer import DEFAULT_CONFIG, load_predictor, load_random_predictor
+    from zegformer.loading.factory import DEFAULT_CONFIG, load_predictor, load_random_predictor
 
-    weights, opts = _weights_from_opts(list(args.opts))
+    weights, opts = split_opt(args.opts, "MODEL.WEIGHTS")
     if args.random_weights:
         if weights:
             print("warning: --random-weights ignores MODEL.WEIGHTS", file=sys.stderr)
         return load_random_predictor(args.config_file or "tiny", device=args.device, opts=opts)
-    if weights and "://" not in weights and not Path(weights).expanduser().is_file():
-        raise UsageError(f"weights file not found: {weights} (from --opts MODEL.WEIGHTS)")
     try:
         return load_predictor(args.config_file or DEFAULT_CONFIG, weights,
                               clip_weights=args.clip_weights, device=args.device, opts=opts,
@@ -207,55 +192,19 @@ def _one_line(e: BaseException) -> str:
     return text[0] if text else type(e).__name__
 
 
-def _full_size(label_map: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """The label map at the input's size (the predictor downscales huge images)."""
-    if label_map.shape == tuple(size_hw):
-        return label_map
-    img = Image.fromarray(label_map.astype(np.int32))  # mode "I"
-    return np.asarray(img.resize(size_hw[::-1], Image.Resampling.NEAREST)).astype(np.int32)
-
-
 def segment_file(predictor: Any, path: Path, stem: str, classes: str, modes: Sequence[str],
                  out_dir: Path, threshold: float = 0.0, alpha: float = 0.5) -> dict[str, Any]:
-    """Segment one image and write its files; returns the JSON summary that was written.
+    """Segment one image and write its files (`cli_layout(stem)`); returns the JSON document.
+
+    The path, the class list and the threshold go to the predictor as given.
 
     Raises:
         ImageError: the file is not a readable image.
         ZegFormerError: e.g. a bad class list.
     """
-    t0 = time.perf_counter()
-    rgb = load_image(path)
-    results = {m: predictor.predict(rgb, classes, mode=m, threshold=threshold) for m in modes}
-    colors = visualize.class_colors(next(iter(results.values())).class_names)
-    entries: dict[str, Any] = {}
-    files: list[str] = []
-    for mode, res in results.items():
-        prefix = stem if len(modes) == 1 else f"{stem}_{mode}"
-        title = MODE_TITLES.get(mode, mode)
-        visualize.render(rgb, res, alpha, title=title).save(out_dir / f"{prefix}_overlay.png")
-        labels = _full_size(res.label_map, rgb.shape[:2])
-        export.save_label_map(labels, out_dir / f"{prefix}_labels.png", len(res.class_names))
-        files += [f"{prefix}_overlay.png", f"{prefix}_labels.png"]
-        entries[mode] = export.result_json(res, colors)
-    if len(modes) == 2:
-        a, b = results[modes[0]], results[modes[1]]
-        visualize.render_disagreement(rgb, a, b).save(out_dir / f"{stem}_disagreement.png")
-        files.append(f"{stem}_disagreement.png")
-    summary: dict[str, Any] = {"input": str(path), "input_size": {"height": rgb.shape[0],
-                                                                  "width": rgb.shape[1]}}
-    if len(modes) == 1:
-        summary.update(entries[modes[0]])
-    else:
-        first = entries[modes[0]]
-        summary.update({k: first[k] for k in ("model", "untrained", "device")})
-        summary["mode"] = "both"
-        summary["results"] = entries
-        summary["disagreement_fraction"] = float(visualize.disagreement(a, b).mean())
-    summary["files"] = files + [f"{stem}.json"]
-    summary["seconds"] = round(time.perf_counter() - t0, 4)
-    with open(out_dir / f"{stem}.json", "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2, ensure_ascii=False)
-    return summary
+    rgb, results = run_modes(predictor, path, classes, modes, threshold)
+    written = write_results(out_dir, rgb, results, alpha, cli_layout(stem), input_name=str(path))
+    return written.document
 
 
 def _output_dir(args: argparse.Namespace) -> Path:
@@ -265,12 +214,10 @@ def _output_dir(args: argparse.Namespace) -> Path:
     return out_dir
 
 
-def _checked_predictor(args: argparse.Namespace, modes: Sequence[str]) -> Any:
-    """`load_demo_predictor`, checked to support `modes`, and announced on stderr."""
+def _announced_predictor(args: argparse.Namespace) -> Any:
+    """`load_demo_predictor`, announced on stderr (whether it supports --mode is its own check,
+    made by its first prediction)."""
     predictor = load_demo_predictor(args)
-    supported = getattr(predictor, "modes", ("decoupled", "pixel"))
-    if any(m not in supported for m in modes):
-        raise UsageError(f"this model supports only --mode {' / '.join(supported)}")
     print(f"model: {predictor.describe()}", file=sys.stderr)
     return predictor
 
@@ -285,13 +232,13 @@ def _run_video(args: argparse.Namespace) -> int:
                "alpha": args.alpha, "title": MODE_TITLES.get(args.mode)}
     if args.webcam:
         cameras = webcam.check_webcam()
-        predictor = _checked_predictor(args, [args.mode])
+        predictor = _announced_predictor(args)
         shown = webcam.run_webcam(predictor, classes, cameras=cameras, **options)
         print(f"showed {shown} frames", file=sys.stderr)
         return 0
     video.probe_video(args.video_input)  # a missing or broken file fails before the model
     out_dir = _output_dir(args)
-    predictor = _checked_predictor(args, [args.mode])
+    predictor = _announced_predictor(args)
     summary = video.segment_video(predictor, args.video_input, classes, out_dir, **options)
     made = summary["output_video"]
     print(f"wrote {out_dir / summary['output']} ({made['frames']} frames, {made['width']}x"
@@ -303,21 +250,16 @@ def run(args: argparse.Namespace) -> int:
     """Everything after argument parsing; returns the exit status."""
     from tqdm import tqdm
 
-    from zegformer.text import parse_classes
-
     _check_args(args)
     if args.input is None:
         return _run_video(args)
+    modes = expand_modes(args.mode)
     paths = expand_inputs(args.input)
     defaults = example_classes()
     vocab = {p: args.classes if args.classes is not None
              else defaults.get(p.resolve(), FALLBACK_CLASSES) for p in paths}
-    for text in set(vocab.values()):
-        parse_classes(text)  # fail fast on an empty or bad list, before loading the model
     out_dir = _output_dir(args)
-    modes = ["decoupled", "pixel"] if args.mode == "both" else [args.mode]
-    predictor = _checked_predictor(args, modes)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    predictor = _announced_predictor(args)
     failed = []
     bar = tqdm(list(zip(paths, output_stems(paths), strict=True)), desc="segmenting", unit="image")
     for path, stem in bar:
