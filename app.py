@@ -255,7 +255,7 @@ def build_demo(model: Any) -> gr.Blocks:
         replace_btn.click(replace_classes, [classes, preset], classes, **private)
         extend_btn.click(add_classes, [classes, preset], classes, **private)
 
-        if rows and predictor is not None:
+        if rows and infer is not None:
             examples = gr.Examples(rows, inputs, label="Examples (click one to run it)",
                                    visible_columns=[0, 1], api_visibility="private",
                                    elem_id="examples")

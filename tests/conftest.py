@@ -27,3 +27,13 @@ def tiny_predictor():
     from zegformer import load_random_predictor
 
     return load_random_predictor(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_baseline():
+    """A tiny random-weights per-pixel baseline predictor (CPU): the "pixel" mode only."""
+    from zegformer import load_random_predictor
+
+    return load_random_predictor(device="cpu", opts=[
+        "MODEL.META_ARCHITECTURE", "SemanticSegmentorGzero",
+        "MODEL.SEM_SEG_HEAD.NAME", "ZeroshotPerPixelBaselineHead"])

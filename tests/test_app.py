@@ -17,27 +17,15 @@ from PIL import Image
 torch.set_num_threads(1)
 
 import gradio as gr  # noqa: E402
+from result_support import block_result, two_modes_scene  # noqa: E402
 
 from zegformer.errors import ZegFormerError  # noqa: E402
 from zegformer.faces import startup, tables  # noqa: E402
 from zegformer.faces.modes import expand_modes, run_modes  # noqa: E402
-from zegformer.inference.result import SegmentationResult, class_statistics  # noqa: E402
 from zegformer.text import MAX_CLASSES, MAX_NAME_LENGTH, parse_classes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CAT = ROOT / "examples" / "cat.jpg"
-
-
-def make_result(names, mode="decoupled", h=24, w=32, seed=0, untrained=True, threshold=0.0,
-                original_size=None):
-    """A SegmentationResult from random block-shaped scores (no model needed)."""
-    rng = np.random.default_rng(seed)
-    probs = np.kron(rng.random((len(names), 4, 4)), np.ones((h // 4, w // 4))).astype(np.float32)
-    seen = [i % 2 == 0 for i in range(len(names))]
-    label_map, stats = class_statistics(probs, list(names), seen, threshold)
-    return SegmentationResult(list(names), probs, label_map, stats, mode,
-                              {"text": 0.01, "backbone": 0.02, "total": 0.05},
-                              "tiny (random weights)", untrained, "cpu", original_size)
 
 
 def no_progress(*args, **kwargs):
@@ -105,10 +93,7 @@ def test_a_checkpoint_without_decoupled_mode_refuses_both(tiny_baseline):
 
 # ------------------------------------------------------------------------------ responses
 def test_respond_shows_the_results_in_memory(tmp_path):
-    image = np.random.default_rng(1).integers(0, 255, (24, 32, 3), dtype=np.uint8)
-    names = ["cat", "tv | television", "sky"]
-    results = [make_result(names, "decoupled", original_size=(48, 64)),
-               make_result(names, "pixel", seed=5, original_size=(48, 64))]
+    image, names, results = two_modes_scene()
     out = tables.respond(image, results, 0.4, tmp_path)
     by_name = {Path(f).name: f for f in out.files}
     assert set(by_name) >= {"decoupled_overlay.png", "decoupled_labels.png", "pixel_figure.png",
@@ -146,12 +131,12 @@ def test_respond_shows_the_results_in_memory(tmp_path):
 
 def test_respond_single_mode_has_no_disagreement_and_checks_opacity(tmp_path):
     image = np.zeros((24, 32, 3), np.uint8)
-    out = tables.respond(image, [make_result(["a", "b"], untrained=False)], 1.0, tmp_path)
+    out = tables.respond(image, [block_result(["a", "b"], untrained=False)], 1.0, tmp_path)
     assert out.disagreement is None and "disagreement_fraction" not in out.data
     assert "Untrained" not in out.status and "downscaled" not in out.status
     assert len(out.overlays) == 1
     with pytest.raises(ZegFormerError, match="opacity"):
-        tables.respond(image, [make_result(["a", "b"])], 1.5, tmp_path / "bad")
+        tables.respond(image, [block_result(["a", "b"])], 1.5, tmp_path / "bad")
     assert not (tmp_path / "bad").exists()  # nothing written with a bad opacity
 
 
@@ -172,7 +157,7 @@ def test_run_modes_spreads_progress_over_modes_and_decodes_once(tmp_path):
         def predict(self, image, classes, mode, threshold, progress):
             seen.append((image, classes, threshold))
             progress(0.5, "half")
-            return make_result(["a", "b"], mode)
+            return block_result(["a", "b"], mode)
 
     path = tmp_path / "img.png"
     Image.fromarray(np.full((6, 8, 3), 7, np.uint8)).save(path)
@@ -274,7 +259,7 @@ def test_a_second_click_on_an_example_does_not_run_the_model():
 
     def infer(image, classes, modes, threshold, progress=None):
         calls.append((image, classes, tuple(modes), threshold))
-        return None, [make_result(["a"], m) for m in modes]
+        return None, [block_result(["a"], m) for m in modes]
 
     example = app.remembered(infer, size=2)
     first = example("a.jpg", "a", ["decoupled"], 0.0, print)
@@ -292,15 +277,6 @@ def test_presets_fill_the_class_box():
         app.replace_classes("cat", None)
     assert [u["visible"] for u in app.show_second_view("both")] == [True, True]
     assert [u["visible"] for u in app.show_second_view("pixel")] == [False, False]
-
-
-@pytest.fixture(scope="module")
-def tiny_baseline():
-    from zegformer import load_random_predictor
-
-    return load_random_predictor(device="cpu", opts=[
-        "MODEL.META_ARCHITECTURE", "SemanticSegmentorGzero",
-        "MODEL.SEM_SEG_HEAD.NAME", "ZeroshotPerPixelBaselineHead"])
 
 
 @pytest.fixture(scope="module")

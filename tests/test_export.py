@@ -11,20 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_visualize import make_result, scene  # noqa: F401  (scene is a fixture)
+from result_support import block_result, two_modes_scene
+from test_visualize import scene  # noqa: F401  (a fixture)
 from zegformer.errors import ZegFormerError
-from zegformer.inference.result import SegmentationResult, class_statistics
 from zegformer.viz import drawing as V
 from zegformer.viz import export as E
-
-
-def block_result(names, mode="decoupled", h=24, w=32, seed=0, original_size=None):
-    """A SegmentationResult from random block-shaped scores."""
-    rng = np.random.default_rng(seed)
-    probs = np.kron(rng.random((len(names), 4, 4)), np.ones((h // 4, w // 4))).astype(np.float32)
-    label_map, stats = class_statistics(probs, list(names), [i % 2 == 0 for i in range(len(names))])
-    return SegmentationResult(list(names), probs, label_map, stats, mode, {"total": 0.05},
-                              "tiny (random weights)", True, "cpu", original_size)
 
 
 # ------------------------------------------------------------------------------ label files
@@ -61,10 +52,7 @@ def test_result_json_has_colours(scene):  # noqa: F811
 
 # ---------------------------------------------------------------------------------- writing
 def test_app_layout_writes_files_and_the_document(tmp_path):
-    image = np.random.default_rng(1).integers(0, 255, (24, 32, 3), dtype=np.uint8)
-    names = ["cat", "tv | television", "sky"]
-    results = [block_result(names, "decoupled", original_size=(48, 64)),
-               block_result(names, "pixel", seed=5, original_size=(48, 64))]
+    image, names, results = two_modes_scene()
     out = E.write_results(tmp_path, image, results, 0.4)
     assert [p.name for p in out.files] == [
         "decoupled_overlay.png", "decoupled_figure.png", "decoupled_labels.png",

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from zegformer import ClassStat, ImageError, SegmentationResult, VocabularyError, \
-    ZegFormerError, load_random_predictor
+    ZegFormerError
 from zegformer.inference.image import load_image
 
 IMAGE = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
@@ -245,15 +245,6 @@ def test_text_embeddings_are_cached_per_vocabulary(tiny_predictor):
 
 
 # ---------------------------------------------------------------- per-pixel baseline (tiny)
-
-
-@pytest.fixture(scope="module")
-def tiny_baseline():
-    return load_random_predictor(device="cpu", opts=[
-        "MODEL.META_ARCHITECTURE", "SemanticSegmentorGzero",
-        "MODEL.SEM_SEG_HEAD.NAME", "ZeroshotPerPixelBaselineHead"])
-
-
 def test_tiny_baseline_pixel_mode(tiny_baseline):
     assert tiny_baseline.kind == "per_pixel_baseline" and tiny_baseline.modes == ("pixel",)
     r = tiny_baseline.predict(IMAGE, NAMES, mode="pixel")
