@@ -151,13 +151,19 @@ def test_output_dirs_are_fresh_and_old_ones_pruned(tmp_path):
 
 
 def test_run_modes_spreads_progress_over_modes_and_decodes_once(tmp_path):
-    calls, seen = [], []
+    from zegformer.inference.image import load_image
 
-    class Recorder:
+    calls, seen, decodes = [], [], []
+
+    class Recorder:  # decodes what it is given, as Predictor.predict does, and keeps the pixels
         def predict(self, image, classes, mode, threshold, progress):
             seen.append((image, classes, threshold))
+            if not isinstance(image, np.ndarray):
+                decodes.append(image)
             progress(0.5, "half")
-            return block_result(["a", "b"], mode)
+            result = block_result(["a", "b"], mode)
+            result.image = image if isinstance(image, np.ndarray) else load_image(image)
+            return result
 
     path = tmp_path / "img.png"
     Image.fromarray(np.full((6, 8, 3), 7, np.uint8)).save(path)
@@ -166,8 +172,9 @@ def test_run_modes_spreads_progress_over_modes_and_decodes_once(tmp_path):
     assert [r.mode for r in results] == ["decoupled", "pixel"]
     assert calls == [(0.25, "Decoupled (ZegFormer): half"), (0.75, "Pixel-level: half")]
     assert rgb.shape == (6, 8, 3) and (rgb == 7).all()
-    # both modes get the same decoded pixels; the class text and threshold pass through as given
-    assert all(image is rgb for image, _, _ in seen)
+    # the upload goes to the predictor as given and is decoded once, by the predictor; the
+    # second mode and the drawings reuse those pixels; the class text and threshold pass through
+    assert decodes == [path] and seen[0][0] == path and seen[1][0] is rgb
     assert [(c, t) for _, c, t in seen] == [("a, b", 0.3)] * 2
 
 

@@ -48,9 +48,9 @@ def run_modes(predictor: Any, image: Any, classes: str | Sequence[str], modes: S
               ) -> tuple[np.ndarray, list[SegmentationResult]]:
     """One `predictor.predict` per mode on the same pixels; the faces pass their input through.
 
-    The input is decoded once, by the predictor's own reader (`load_image`), so that every mode
-    and the pictures drawn afterwards see the same pixels; the class list and the threshold go to
-    the predictor as given, which checks them. Progress fractions are spread over the modes.
+    The input goes to the predictor as given: it decodes it (once: later modes and the pictures
+    drawn afterwards reuse the first result's decoded `image`) and checks the class list and the
+    threshold. Progress fractions are spread over the modes.
 
     Args:
         predictor: a `zegformer.Predictor` (anything with its `predict`).
@@ -66,13 +66,14 @@ def run_modes(predictor: Any, image: Any, classes: str | Sequence[str], modes: S
     Raises:
         ZegFormerError (ImageError, VocabularyError, ...): the predictor's message.
     """
-    rgb = load_image(image)
-    results = []
+    results: list[SegmentationResult] = []
     for i, mode in enumerate(modes):
         report = None
         if progress is not None:
             def report(f: float, desc: str, i: int = i, mode: str = mode) -> None:
                 progress((i + f) / len(modes), f"{MODE_TITLES.get(mode, mode)}: {desc}")
-        results.append(predictor.predict(rgb, classes, mode=mode, threshold=threshold,
+        source = results[0].image if results and results[0].image is not None else image
+        results.append(predictor.predict(source, classes, mode=mode, threshold=threshold,
                                          progress=report))
+    rgb = results[0].image if results[0].image is not None else load_image(image)
     return rgb, results

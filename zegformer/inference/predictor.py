@@ -85,7 +85,7 @@ class Predictor:
         names = parse_classes(classes)
         if not 0.0 <= float(threshold) <= 1.0:
             raise ZegFormerError(f"threshold must be between 0 and 1, got {threshold}")
-        rgb = load_image(image)
+        rgb = decoded = load_image(image)
         original = rgb.shape[:2]
         rgb = limit_size(rgb, self.max_side)
         timings: dict[str, float] = {}
@@ -98,7 +98,7 @@ class Predictor:
         return SegmentationResult(
             class_names=names, probs=probs, label_map=label_map, classes=stats, mode=mode,
             timings=timings, model=self.describe(), untrained=self.untrained,
-            device=str(self.device), original_size=tuple(original),
+            device=str(self.device), original_size=tuple(original), image=decoded,
         )
 
     @torch.inference_mode()

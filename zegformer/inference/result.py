@@ -68,6 +68,7 @@ class SegmentationResult:
     untrained: bool = False
     device: str = "cpu"
     original_size: tuple[int, int] | None = None  # (H, W) before downscaling to max_side
+    image: Any = field(default=None, repr=False)  # the decoded input, H x W x 3 uint8 RGB
 
     @property
     def seen(self) -> list[bool]:
