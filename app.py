@@ -203,7 +203,7 @@ def build_demo(model: Any) -> gr.Blocks:
         with gr.Row():
             with gr.Column(scale=2):
                 image = ImageInput(type="filepath", label="Image", elem_id="input-image",
-                                   sources=["upload", "clipboard"])
+                                   sources=["upload", "webcam", "clipboard"])
                 classes = gr.Textbox(
                     value=DEFAULT_CLASSES, lines=3, label="Classes", elem_id="classes",
                     info=f"Commas separate classes; `a | b` = synonyms of one class. At most "

@@ -220,6 +220,8 @@ def test_blocks_build_with_one_public_endpoint(tiny_demo):
     assert [[o.elem_id for o in fn.outputs][7:] for fn in runs] == [
         [], ["overlay", "overlay-pixel"], ["overlay", "overlay-pixel"]]  # API, button, example
     assert {fn.concurrency_id for fn in runs} == {"model"}  # one model run at a time
+    image = next(c for c in config["components"] if c["props"].get("elem_id") == "input-image")
+    assert image["props"]["sources"] == ["upload", "webcam", "clipboard"]
 
 
 def test_the_callbacks_segment_in_memory(tiny_predictor):
