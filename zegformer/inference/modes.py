@@ -78,6 +78,7 @@ class ScoringInputs:
         if self.augment is None:
             return resize_shortest_edge(self.rgb, short, max_size, self.device)
         img = self.augment.image(self.rgb, short, max_size, self.settings.min_size_test)
+        img = img if img.flags.writeable else img.copy()  # torch refuses read-only arrays
         return torch.from_numpy(img).to(self.device).permute(2, 0, 1).float()
 
     def preprocess(self, short: int, max_size: int, mean: Sequence[float], std: Sequence[float],

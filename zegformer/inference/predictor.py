@@ -133,7 +133,7 @@ class Predictor:
         """Per-class score maps K x H x W (float32, numpy) for an RGB uint8 image.
 
         In decoupled mode these are the official model's `sem_seg` for this image and vocabulary
-        (with `tta`, the official `SemanticSegmentorWithTTA` average, see `zegformer.inference.tta`).
+        (with `tta`, the official `SemanticSegmentorWithTTA` average: `zegformer.inference.tta`).
         The mode's function comes from the registry in `zegformer.inference.modes`.
         """
         scoring_mode = resolve_mode(mode, self.kind)

@@ -156,6 +156,7 @@ def default_config() -> CfgNode:
         # detectron2's test-time augmentation defaults; the COCO-Stuff and VOC base files set
         # their own (COCO: 320..1120, 4480), ADE20K-Full keeps these.
         TEST=dict(
+            EVAL_PERIOD=0,  # training: evaluate every N iterations (0: none in between)
             AUG=dict(
                 ENABLED=False,
                 MIN_SIZES=[400, 500, 600, 700, 800, 900, 1000, 1100, 1200],
