@@ -277,3 +277,24 @@ def test_eval_cli_tta(tmp_path, tiny_predictor):
     np.testing.assert_array_equal(load_prediction(out / f"predictions/{stem}.png", len(names)),
                                   want)
     assert evaluate_main(args) == 1  # a TTA predictions folder is not resumed without --tta
+
+
+def test_evaluation_follows_the_config_only_when_asked(tmp_path):
+    """EvalOptions.tta: None lets TEST.AUG.ENABLED decide (the CLI without --tta); the default
+    False is one pass (the training loop's periodic evaluation, as the official one)."""
+    from zegformer.evaluation.runner import EvalOptions, run_evaluation
+
+    synthetic.write_dataset(tmp_path / "data", "folder", 1)
+    on = load_random_predictor(device="cpu", opts=[
+        "TEST.AUG.ENABLED", "True", "TEST.AUG.MIN_SIZES", "[80]"])
+    common = dict(dataset="folder", root=str(tmp_path / "data"), progress=False, plots=False)
+    by_config = run_evaluation(EvalOptions(output=str(tmp_path / "a"), tta=None, **common), on)
+    plain = run_evaluation(EvalOptions(output=str(tmp_path / "b"), **common), on)
+    assert by_config["meta"]["tta_passes"] == 2 and "tta_passes" not in plain["meta"]
+
+
+def test_custom_settings_are_checked():
+    with pytest.raises(ConfigError, match="positive sizes"):
+        TTASettings(min_sizes=())
+    with pytest.raises(ConfigError, match="positive sizes"):
+        TTASettings(min_sizes=(320,), max_size=0)

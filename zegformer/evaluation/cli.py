@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
               "--from-predictions DIR", file=sys.stderr)
         return 2
     opts = EvalOptions(
-        dataset=args.dataset, root=args.root, output=args.output, mode=args.mode, tta=args.tta,
+        dataset=args.dataset, root=args.root, output=args.output, mode=args.mode,
+        tta=True if args.tta else None,
         max_images=args.max_images, from_predictions=args.from_predictions,
         config_file=args.config_file, opts=list(args.opts), random_weights=args.random_weights,
         device=args.device, min_area=args.min_area, classes=args.classes, objects=args.objects,

@@ -41,7 +41,8 @@ class EvalOptions:
     root: str
     output: str
     mode: str = "decoupled"
-    tta: bool = False  # test-time augmentation (TEST.AUG); False: TEST.AUG.ENABLED decides
+    tta: bool | None = False  # test-time augmentation (TEST.AUG): True, False (one pass), or
+    #   None: the config's TEST.AUG.ENABLED decides (the CLI without --tta)
     max_images: int | None = None
     from_predictions: str | None = None
     config_file: str | None = None
@@ -124,8 +125,8 @@ class _Model:
         return self.predictor
 
     def tta(self) -> bool | None:
-        """`tta` for the predictor: True for --tta, else None (the config's TEST.AUG.ENABLED)."""
-        return True if self.opts.tta else None
+        """`tta` for the predictor: the option, or None (the config's TEST.AUG.ENABLED)."""
+        return self.opts.tta
 
     def tta_passes(self) -> int:
         """Forward passes per image (1 without test-time augmentation)."""

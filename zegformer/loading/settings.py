@@ -18,6 +18,11 @@ class TTASettings:
     max_size: int = 4000  # cap on the long side of every augmented image
     flip: bool = True  # also run the horizontally flipped copy of every size
 
+    def __post_init__(self) -> None:
+        if not self.min_sizes or any(int(v) <= 0 for v in self.min_sizes) or self.max_size <= 0:
+            raise ConfigError(f"test-time augmentation needs positive sizes, got min_sizes "
+                              f"{self.min_sizes}, max_size {self.max_size}")
+
     @property
     def n_passes(self) -> int:
         """Forward passes per image: len(min_sizes), doubled with flips."""
