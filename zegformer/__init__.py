@@ -26,7 +26,7 @@ _EXPORTS = {
     "load_random_predictor": "loading.factory",
     "MODES": "inference.predictor", "Predictor": "inference.predictor",
     "UNLABELED": "inference.result", "ClassStat": "inference.result",
-    "SegmentationResult": "inference.result",
+    "SegmentationResult": "inference.result", "TTASettings": "loading.settings",
     "parse_classes": "text",
 }
 __all__ = sorted(_EXPORTS)

@@ -41,6 +41,8 @@ class EvalOptions:
     root: str
     output: str
     mode: str = "decoupled"
+    tta: bool | None = False  # test-time augmentation (TEST.AUG): True, False (one pass), or
+    #   None: the config's TEST.AUG.ENABLED decides (the CLI without --tta)
     max_images: int | None = None
     from_predictions: str | None = None
     config_file: str | None = None
@@ -122,6 +124,15 @@ class _Model:
                     self.opts.config_file, opts=self.opts.opts, device=self.device())
         return self.predictor
 
+    def tta(self) -> bool | None:
+        """`tta` for the predictor: the option, or None (the config's TEST.AUG.ENABLED)."""
+        return self.opts.tta
+
+    def tta_passes(self) -> int:
+        """Forward passes per image (1 without test-time augmentation)."""
+        aug = self.load().test_augmentation(self.tta())
+        return aug.n_passes if aug is not None else 1
+
     def describe(self) -> str:
         """The loaded predictor's own description; before loading, what the options name."""
         if self.predictor is not None:
@@ -144,7 +155,7 @@ class _Model:
         rgb = limit_size(image, predictor.max_side)
         # Predictor.scores, not predict: the dataset's class list is trusted data, and the app's
         # limits (200 classes, 100-character names) would refuse ADE20K-Full's official names.
-        probs = predictor.scores(rgb, list(names), mode)  # K x h x w
+        probs = predictor.scores(rgb, list(names), mode, tta=self.tta())  # K x h x w
         return probs.argmax(axis=0).astype(np.int32)
 
 
@@ -239,6 +250,8 @@ def _run(opts: EvalOptions, info: DistInfo, t0: float,
         model = _Model(opts, info, predictor)
         ident = {"model": model.ident(), "opts": list(opts.opts), "mode": opts.mode,
                  "dataset": opts.dataset, "n_classes": len(ds.vocab.classes)}
+        if opts.tta:  # only when on, so that folders written before --tta existed still resume
+            ident["tta"] = True
         _check_run_file(pred_dir, ident, info)
     classes = ClassInfo(ds.vocab.classes, ds.vocab.unseen_mask, ds.instance_classes)
     mine = shard(len(records), info)
@@ -248,7 +261,7 @@ def _run(opts: EvalOptions, info: DistInfo, t0: float,
     error: BaseException | None = None
     from tqdm.auto import tqdm
 
-    source = opts.mode if model else "saved predictions"
+    source = (opts.mode + (" + TTA" if opts.tta else "")) if model else "saved predictions"
     bar = tqdm(mine, desc=f"{opts.dataset} [{source}]", unit="img", dynamic_ncols=True,
                disable=not (opts.progress and info.is_main))
     try:
@@ -306,6 +319,8 @@ def _run(opts: EvalOptions, info: DistInfo, t0: float,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "reused_predictions": sum(g[1] for g in gathered),
     }
+    if model and (opts.tta or model.predictor is not None) and model.tta_passes() > 1:
+        meta["tta_passes"] = model.tta_passes()  # absent for single-pass runs (as before)
     summary, tables = build_report(acc, classes, meta, opts.min_area)
     write_report(out, summary, tables, plots=opts.plots)
     print(format_summary(summary), flush=True)

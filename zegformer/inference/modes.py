@@ -26,7 +26,8 @@ from ..loading.settings import ModelSettings
 from ..modeling.clip_adapter import ClipAdapter
 from . import scoring
 from ..text import CLIP_TEMPLATES
-from .preprocess import Preprocessed, normalize_and_pad, preprocess, resize_shortest_edge
+from .preprocess import Preprocessed, normalize_and_pad, resize_shortest_edge
+from .tta import TTAPass
 
 USER_MODES = ("decoupled", "pixel")
 DENSE_CLIP_SHORT_SIDE = 448  # input short side for dense CLIP features in pixel mode
@@ -43,6 +44,8 @@ class ScoringInputs:
     text: templates -> K x D L2-normalised class embeddings (cached by the caller).
     timer: key -> context manager adding the elapsed time to that key.
     autocast: context manager for reduced precision where the device allows it.
+    augment: a test-time augmentation pass (`zegformer.inference.tta`), or None. A mode never
+        resizes `rgb` itself: it asks `network_image` / `preprocess`, which apply the pass.
     """
 
     rgb: np.ndarray
@@ -55,6 +58,7 @@ class ScoringInputs:
     timer: Callable[[str], AbstractContextManager]
     report: ProgressFn
     autocast: Callable[[], AbstractContextManager]
+    augment: TTAPass | None = None
 
     @property
     def device(self) -> torch.device:
@@ -62,7 +66,26 @@ class ScoringInputs:
 
     @property
     def size(self) -> tuple[int, int]:
+        """(H, W) of `rgb`: the size of the returned maps (with or without augmentation)."""
         return int(self.rgb.shape[0]), int(self.rgb.shape[1])
+
+    def network_image(self, short: int, max_size: int) -> torch.Tensor:
+        """The image the network sees: 3 x h x w float 0-255 RGB on the device.
+
+        Without augmentation, `rgb` resized to shortest edge `short` (long edge <= max_size);
+        under a TTA pass, that image further resized and flipped as the pass says.
+        """
+        if self.augment is None:
+            return resize_shortest_edge(self.rgb, short, max_size, self.device)
+        img = self.augment.image(self.rgb, short, max_size, self.settings.min_size_test)
+        img = img if img.flags.writeable else img.copy()  # torch refuses read-only arrays
+        return torch.from_numpy(img).to(self.device).permute(2, 0, 1).float()
+
+    def preprocess(self, short: int, max_size: int, mean: Sequence[float], std: Sequence[float],
+                   divisor: int) -> Preprocessed:
+        """`network_image`, normalised with mean / std and zero-padded to multiples of divisor."""
+        x = self.network_image(short, max_size)
+        return Preprocessed(resized=x, image=normalize_and_pad(x, mean, std, divisor))
 
 
 @dataclass(frozen=True)
@@ -98,9 +121,8 @@ def model_input(inp: ScoringInputs) -> Preprocessed:
     """The image as the checkpoint's model sees it (MIN_SIZE_TEST, PIXEL_MEAN/STD, padding)."""
     s = inp.settings
     with inp.timer("preprocess"):
-        return preprocess(inp.rgb, short=s.min_size_test, max_size=s.max_size_test,
-                          mean=s.pixel_mean, std=s.pixel_std, divisor=s.size_divisibility,
-                          device=inp.device)
+        return inp.preprocess(s.min_size_test, s.max_size_test, s.pixel_mean, s.pixel_std,
+                              s.size_divisibility)
 
 
 @register_mode("decoupled", "zegformer")
@@ -143,7 +165,7 @@ def dense_clip(inp: ScoringInputs) -> torch.Tensor:
     s = inp.settings
     text = inp.text(CLIP_TEMPLATES)
     with inp.timer("preprocess"):
-        x = resize_shortest_edge(inp.rgb, DENSE_CLIP_SHORT_SIDE, DENSE_CLIP_MAX_SIDE, inp.device)
+        x = inp.network_image(DENSE_CLIP_SHORT_SIDE, DENSE_CLIP_MAX_SIDE)
         img = normalize_and_pad(x, s.clip_pixel_mean, s.clip_pixel_std, inp.clip.patch_size)
     inp.report(0.4, "dense CLIP features")
     with inp.timer("clip_dense"), inp.autocast():

@@ -13,13 +13,16 @@ import numpy as np
 import torch
 
 from ..errors import ZegFormerError
-from ..loading.settings import ModelSettings
+from ..loading.settings import ModelSettings, TTASettings
 from ..modeling.clip_adapter import ClipAdapter
 from ..text import TextEmbedder, is_seen, parse_classes
 from .image import limit_size, load_image
 from .modes import USER_MODES as MODES
 from .modes import ProgressFn, ScoringInputs, resolve_mode
 from .result import SegmentationResult, class_statistics
+from .tta import run_tta
+
+TTAOption = bool | TTASettings | None  # None: the config's TEST.AUG.ENABLED decides
 
 
 class Predictor:
@@ -63,12 +66,28 @@ class Predictor:
         """Scoring modes this model supports."""
         return MODES if self.kind == "zegformer" else ("pixel",)
 
+    def test_augmentation(self, tta: TTAOption = None) -> TTASettings | None:
+        """The test-time augmentation a `tta` argument asks for, or None for a single pass.
+
+        Args:
+            tta: True: the config's TEST.AUG sizes and flip; False: one plain pass; None: True
+                when the config has TEST.AUG.ENABLED True; a TTASettings: those sizes and flip.
+        """
+        if tta is None:
+            tta = self.settings.tta.enabled
+        if isinstance(tta, TTASettings):
+            return tta
+        if not isinstance(tta, bool):
+            raise ZegFormerError(f"tta must be True, False, None or a TTASettings, got {tta!r}")
+        return self.settings.tta if tta else None
+
     def describe(self) -> str:
         tag = " (untrained random weights)" if self.untrained else ""
         return f"{self.description}{tag}"
 
     def predict(self, image, classes: str | Sequence[str], mode: str = "decoupled", *,
-                threshold: float = 0.0, progress: ProgressFn | None = None) -> SegmentationResult:
+                threshold: float = 0.0, progress: ProgressFn | None = None,
+                tta: TTAOption = None) -> SegmentationResult:
         """Segment `image` into `classes`.
 
         Args:
@@ -77,9 +96,12 @@ class Predictor:
             mode: "decoupled" (ZegFormer's segment-level scoring) or "pixel" (pixel-level).
             threshold: pixels whose best normalised score is below it are left unlabelled (-1).
             progress: optional callback(fraction, description).
+            tta: test-time augmentation (see `test_augmentation`): the mean of the passes over
+                TEST.AUG.MIN_SIZES (x2 with FLIP), each as slow as one plain prediction.
 
         Returns:
-            SegmentationResult with probs K x H x W at the (possibly downscaled) input size.
+            SegmentationResult with probs K x H x W at the (possibly downscaled) input size;
+            `tta_passes` says how many forward passes were averaged (1 without TTA).
         """
         t0 = time.perf_counter()
         names = parse_classes(classes)
@@ -89,7 +111,9 @@ class Predictor:
         original = rgb.shape[:2]
         rgb = limit_size(rgb, self.max_side)
         timings: dict[str, float] = {}
-        probs = self.scores(rgb, names, mode, timings=timings, progress=progress)
+        aug = self.test_augmentation(tta)
+        probs = self.scores(rgb, names, mode, timings=timings, progress=progress,
+                            tta=aug if aug is not None else False)
         seen = [is_seen(n, self.seen_classes) for n in names]
         t = time.perf_counter()
         label_map, stats = class_statistics(probs, names, seen, threshold)
@@ -99,18 +123,21 @@ class Predictor:
             class_names=names, probs=probs, label_map=label_map, classes=stats, mode=mode,
             timings=timings, model=self.describe(), untrained=self.untrained,
             device=str(self.device), original_size=tuple(original), image=decoded,
+            tta_passes=aug.n_passes if aug is not None else 1,
         )
 
     @torch.inference_mode()
     def scores(self, rgb: np.ndarray, names: list[str], mode: str = "decoupled", *,
                timings: dict[str, float] | None = None,
-               progress: ProgressFn | None = None) -> np.ndarray:
+               progress: ProgressFn | None = None, tta: TTAOption = None) -> np.ndarray:
         """Per-class score maps K x H x W (float32, numpy) for an RGB uint8 image.
 
-        In decoupled mode these are the official model's `sem_seg` for this image and vocabulary.
+        In decoupled mode these are the official model's `sem_seg` for this image and vocabulary
+        (with `tta`, the official `SemanticSegmentorWithTTA` average: `zegformer.inference.tta`).
         The mode's function comes from the registry in `zegformer.inference.modes`.
         """
         scoring_mode = resolve_mode(mode, self.kind)
+        aug = self.test_augmentation(tta)
         timings = {} if timings is None else timings
         report = progress or (lambda f, d: None)
         seen = torch.tensor([is_seen(n, self.seen_classes) for n in names], device=self.device)
@@ -126,7 +153,7 @@ class Predictor:
             report=report, autocast=self._autocast)
         report(0.15, "preprocessing")
         with self._stage_timers(timings):
-            out = scoring_mode.fn(inputs)
+            out = scoring_mode.fn(inputs) if aug is None else run_tta(scoring_mode.fn, inputs, aug)
         report(1.0, "done")
         return out.float().cpu().numpy()
 

@@ -56,6 +56,8 @@ class SegmentationResult:
         device: the torch device the model ran on, e.g. "cpu" or "cuda:0".
         original_size: (H, W) of the image as given; differs from label_map's shape when a
             large image was downscaled before prediction.
+        tta_passes: forward passes averaged into `probs`: 1 without test-time augmentation,
+            len(TEST.AUG.MIN_SIZES) x (2 with FLIP) with it.
     """
 
     class_names: list[str]
@@ -69,6 +71,7 @@ class SegmentationResult:
     device: str = "cpu"
     original_size: tuple[int, int] | None = None  # (H, W) before downscaling to max_side
     image: Any = field(default=None, repr=False)  # the decoded input, H x W x 3 uint8 RGB
+    tta_passes: int = 1  # forward passes averaged (test-time augmentation when > 1)
 
     @property
     def seen(self) -> list[bool]:
@@ -93,6 +96,7 @@ class SegmentationResult:
             "classes": [c.to_dict() for c in self.classes],
             "unlabeled_fraction": float((self.label_map == UNLABELED).mean()),
             "timings": {k: round(float(v), 4) for k, v in self.timings.items()},
+            "tta_passes": int(self.tta_passes),
         }
 
 

@@ -153,6 +153,17 @@ def default_config() -> CfgNode:
         DATALOADER=dict(NUM_WORKERS=4, FILTER_EMPTY_ANNOTATIONS=False),
         OUTPUT_DIR="./output",
         SEED=-1,  # < 0: seed 0 (this trainer is reproducible by default)
+        # detectron2's test-time augmentation defaults; the COCO-Stuff and VOC base files set
+        # their own (COCO: 320..1120, 4480), ADE20K-Full keeps these.
+        TEST=dict(
+            EVAL_PERIOD=0,  # training: evaluate every N iterations (0: none in between)
+            AUG=dict(
+                ENABLED=False,
+                MIN_SIZES=[400, 500, 600, 700, 800, 900, 1000, 1100, 1200],
+                MAX_SIZE=4000,
+                FLIP=True,
+            ),
+        ),
         # Training: detectron2 defaults, + add_deeplab_config (POLY_LR_*) and
         # add_mask_former_config (OPTIMIZER, BACKBONE_MULTIPLIER, WEIGHT_DECAY_EMBED).
         SOLVER=dict(

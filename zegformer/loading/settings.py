@@ -10,6 +10,26 @@ PIXEL_BASELINE_ARCHS = ("SemanticSegmentorGzero",)
 
 
 @dataclass(frozen=True)
+class TTASettings:
+    """The config block TEST.AUG: detectron2's test-time augmentation (see inference/tta.py)."""
+
+    enabled: bool = False  # TEST.AUG.ENABLED: the predictor's default for `tta`
+    min_sizes: tuple[int, ...] = (400, 500, 600, 700, 800, 900, 1000, 1100, 1200)  # short sides
+    max_size: int = 4000  # cap on the long side of every augmented image
+    flip: bool = True  # also run the horizontally flipped copy of every size
+
+    def __post_init__(self) -> None:
+        if not self.min_sizes or any(int(v) <= 0 for v in self.min_sizes) or self.max_size <= 0:
+            raise ConfigError(f"test-time augmentation needs positive sizes, got min_sizes "
+                              f"{self.min_sizes}, max_size {self.max_size}")
+
+    @property
+    def n_passes(self) -> int:
+        """Forward passes per image: len(min_sizes), doubled with flips."""
+        return len(self.min_sizes) * (2 if self.flip else 1)
+
+
+@dataclass(frozen=True)
 class ModelSettings:
     """Architecture, pre-processing and scoring settings of one ZegFormer variant."""
 
@@ -49,6 +69,7 @@ class ModelSettings:
     prompt_ensemble_type: str  # "imagenet_select", "imagenet" or "single"
     train_class_json: str  # official path of the training vocabulary
     test_class_json: str  # official path of the evaluation vocabulary
+    tta: TTASettings = TTASettings()  # TEST.AUG (test-time augmentation)
 
     @property
     def clip_open_clip_name(self) -> str:
@@ -62,6 +83,27 @@ def _triple(values, key: str) -> tuple[float, float, float]:
     if len(values) != 3:
         raise ConfigError(f"{key} must have 3 values (R, G, B), got {values}")
     return tuple(float(v) for v in values)  # type: ignore[return-value]
+
+
+def tta_settings_from_config(cfg: CfgNode) -> TTASettings:
+    """Read and check TEST.AUG (ENABLED, MIN_SIZES, MAX_SIZE, FLIP)."""
+    aug = cfg.get("TEST", {}).get("AUG", {})
+    default = TTASettings()
+    enabled, flip = aug.get("ENABLED", default.enabled), aug.get("FLIP", default.flip)
+    sizes, max_size = aug.get("MIN_SIZES", default.min_sizes), aug.get("MAX_SIZE", default.max_size)
+    for key, value in (("ENABLED", enabled), ("FLIP", flip)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"TEST.AUG.{key} must be True or False, got {value!r}")
+    if isinstance(sizes, int) and not isinstance(sizes, bool):
+        sizes = [sizes]
+    if not isinstance(sizes, (list, tuple)) or not sizes or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes):
+        raise ConfigError(f"TEST.AUG.MIN_SIZES must be a non-empty list of positive integers, "
+                          f"got {sizes!r}")
+    if not isinstance(max_size, int) or isinstance(max_size, bool) or max_size <= 0:
+        raise ConfigError(f"TEST.AUG.MAX_SIZE must be a positive integer, got {max_size!r}")
+    return TTASettings(enabled=enabled, min_sizes=tuple(sizes), max_size=max_size,
+                            flip=flip)
 
 
 def settings_from_config(cfg: CfgNode) -> ModelSettings:
@@ -113,4 +155,5 @@ def settings_from_config(cfg: CfgNode) -> ModelSettings:
         prompt_ensemble_type=str(m.PROMPT_ENSEMBLE_TYPE),
         train_class_json=str(head.TRAIN_CLASS_JSON),
         test_class_json=str(head.TEST_CLASS_JSON),
+        tta=tta_settings_from_config(cfg),
     )
