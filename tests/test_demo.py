@@ -186,3 +186,20 @@ def test_missing_weights_says_what_to_set(tmp_path):
                     "--opts", "MODEL.WEIGHTS", str(tmp_path / "nope.pth"))
     assert_clean_error(proc, "not found", "nope.pth")
     assert not list(tmp_path.iterdir())
+
+
+def test_demo_tta_averages_the_official_passes(tmp_path, tiny_predictor):
+    """--tta runs TEST.AUG's 12 passes (6 sizes x flip); the JSON says so and the label map is
+    the one `predict(tta=True)` gives."""
+    from PIL import Image as PILImage
+
+    small = tmp_path / "small.png"
+    PILImage.open(EXAMPLES / "coffee.jpg").convert("RGB").resize((64, 48)).save(small)
+    out = tmp_path / "out"
+    code = demo.main(["--random-weights", "--input", str(small), "--output", str(out),
+                      "--classes", "cup, table", "--tta"])
+    assert code == 0
+    data = json.loads((out / "small.json").read_text())
+    assert data["results"]["decoupled"]["tta_passes"] == 12
+    expected = tiny_predictor.predict(small, "cup, table", tta=True)
+    assert np.array_equal(load_label_map(out / "small_labels.png"), expected.label_map)

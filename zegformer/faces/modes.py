@@ -44,7 +44,7 @@ def expand_modes(mode: str) -> tuple[str, ...]:
 
 
 def run_modes(predictor: Any, image: Any, classes: str | Sequence[str], modes: Sequence[str],
-              threshold: float = 0.0, progress: ProgressFn | None = None
+              threshold: float = 0.0, progress: ProgressFn | None = None, tta: bool = False
               ) -> tuple[np.ndarray, list[SegmentationResult]]:
     """One `predictor.predict` per mode on the same pixels; the faces pass their input through.
 
@@ -59,6 +59,7 @@ def run_modes(predictor: Any, image: Any, classes: str | Sequence[str], modes: S
         modes: predictor modes, e.g. `expand_modes("both")`.
         threshold: pixels less confident than this stay unlabelled.
         progress: optional callback(fraction, description).
+        tta: test-time augmentation (TEST.AUG: sizes x flips, averaged) in every mode.
 
     Returns:
         (the decoded H x W x 3 uint8 image at its full size, one result per mode).
@@ -73,7 +74,8 @@ def run_modes(predictor: Any, image: Any, classes: str | Sequence[str], modes: S
             def report(f: float, desc: str, i: int = i, mode: str = mode) -> None:
                 progress((i + f) / len(modes), f"{MODE_TITLES.get(mode, mode)}: {desc}")
         source = results[0].image if results and results[0].image is not None else image
+        extra = {"tta": True} if tta else {}  # stand-ins in tests need not know the keyword
         results.append(predictor.predict(source, classes, mode=mode, threshold=threshold,
-                                         progress=report))
+                                         progress=report, **extra))
     rgb = results[0].image if results[0].image is not None else load_image(image)
     return rgb, results

@@ -70,7 +70,8 @@ def status_line(results: Sequence[SegmentationResult]) -> str:
     parts = [f"**Model:** {first.model}", f"**device:** {first.device}", f"**image:** {size}"]
     for r in results:
         stages = ", ".join(f"{k} {v:.2f} s" for k, v in r.timings.items() if k != "total")
-        parts.append(f"**{r.mode}:** {r.timings.get('total', 0.0):.2f} s ({stages})")
+        passes = f", test-time augmentation: {r.tta_passes} passes" if r.tta_passes > 1 else ""
+        parts.append(f"**{r.mode}:** {r.timings.get('total', 0.0):.2f} s ({stages}){passes}")
     line = " · ".join(parts)
     if first.untrained:
         line = ("⚠️ **Untrained weights:** a tiny random model is loaded, so the segmentation "

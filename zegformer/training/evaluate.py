@@ -33,9 +33,7 @@ def evaluate_predictor(predictor: Predictor, cfg: CfgNode, tag: str, *,
         out = Path(cfg.OUTPUT_DIR) / "eval" / tag / safe
         opts = EvalOptions(dataset=layout, root=root, output=str(out), mode="decoupled",
                            max_images=max_images, device=str(predictor.device),
-                           progress=progress)
-        if tta:
-            opts.tta = True  # type: ignore[attr-defined]
+                           progress=progress, tta=tta)
         summary = run_evaluation(opts, predictor=predictor)
         results.append(summary or {})
     return results
