@@ -45,13 +45,6 @@ def _short_edge(h: int, w: int, short: int, cap: int) -> tuple[int, int]:
     return int(nh + 0.5), int(nw + 0.5)
 
 
-@pytest.fixture(scope="module")
-def tiny_baseline():
-    return load_random_predictor(device="cpu", opts=[
-        "MODEL.META_ARCHITECTURE", "SemanticSegmentorGzero",
-        "MODEL.SEM_SEG_HEAD.NAME", "ZeroshotPerPixelBaselineHead"])
-
-
 # ---------------------------------------------------------------- passes and config
 
 
