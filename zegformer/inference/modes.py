@@ -59,6 +59,8 @@ class ScoringInputs:
     report: ProgressFn
     autocast: Callable[[], AbstractContextManager]
     augment: TTAPass | None = None
+    plain: bool = False  # the official algorithm step for step (benchmarks): every CLIP crop encoded
+    crop_stats: dict[str, int] | None = None  # filled by the decoupled mode: CLIP crop counts
 
     @property
     def device(self) -> torch.device:
@@ -144,11 +146,15 @@ def decoupled(inp: ScoringInputs) -> torch.Tensor:
         with inp.timer("clip_crops"):
             clip_img = normalize_and_pad(pre.resized, s.clip_pixel_mean, s.clip_pixel_std,
                                          s.size_divisibility)[0]
+            scale = inp.clip.logit_scale.float()
+            skip = None if inp.plain else scoring.negligible_segments(
+                seg_logits, masks, inp.seen, logit_scale=scale, ensembling=s.ensembling,
+                all_classes_as_novel=s.ensembling_all_cls, lam=s.ensemble_lambda)
             with inp.autocast():
                 clip_logits = scoring.clip_segment_logits(
-                    clip_img, masks, inp.clip.encode_image, clip_text,
-                    inp.clip.logit_scale.float(), style=s.clip_cls_style,
-                    size=inp.clip.image_size).float()
+                    clip_img, masks, inp.clip.encode_image, clip_text, scale,
+                    style=s.clip_cls_style, size=inp.clip.image_size, skip=skip,
+                    dedupe=not inp.plain, stats=inp.crop_stats).float()
     inp.report(0.85, "merging segments")
     with inp.timer("merge"):
         probs = scoring.decoupled_segment_probs(

@@ -55,6 +55,7 @@ class Predictor:
         self.description = description or settings.name
         self.max_side = max_side
         self.text = TextEmbedder(self.clip.encode_text, tokenizer, clip_id, self.device)
+        self.crop_stats: dict[str, int] = {}  # last decoupled run: segments, skipped, encoded...
 
     @property
     def kind(self) -> str:
@@ -87,7 +88,7 @@ class Predictor:
 
     def predict(self, image, classes: str | Sequence[str], mode: str = "decoupled", *,
                 threshold: float = 0.0, progress: ProgressFn | None = None,
-                tta: TTAOption = None) -> SegmentationResult:
+                tta: TTAOption = None, plain: bool = False) -> SegmentationResult:
         """Segment `image` into `classes`.
 
         Args:
@@ -98,6 +99,9 @@ class Predictor:
             progress: optional callback(fraction, description).
             tta: test-time augmentation (see `test_augmentation`): the mean of the passes over
                 TEST.AUG.MIN_SIZES (x2 with FLIP), each as slow as one plain prediction.
+            plain: run the official algorithm step for step (every CLIP crop encoded, none skipped
+                or shared), for benchmarks; the default skips only work that cannot change the
+                result by more than `scoring.NEGLIGIBLE_SCORE`.
 
         Returns:
             SegmentationResult with probs K x H x W at the (possibly downscaled) input size;
@@ -113,7 +117,7 @@ class Predictor:
         timings: dict[str, float] = {}
         aug = self.test_augmentation(tta)
         probs = self.scores(rgb, names, mode, timings=timings, progress=progress,
-                            tta=aug if aug is not None else False)
+                            tta=aug if aug is not None else False, plain=plain)
         seen = [is_seen(n, self.seen_classes) for n in names]
         t = time.perf_counter()
         label_map, stats = class_statistics(probs, names, seen, threshold)
@@ -129,7 +133,8 @@ class Predictor:
     @torch.inference_mode()
     def scores(self, rgb: np.ndarray, names: list[str], mode: str = "decoupled", *,
                timings: dict[str, float] | None = None,
-               progress: ProgressFn | None = None, tta: TTAOption = None) -> np.ndarray:
+               progress: ProgressFn | None = None, tta: TTAOption = None,
+               plain: bool = False) -> np.ndarray:
         """Per-class score maps K x H x W (float32, numpy) for an RGB uint8 image.
 
         In decoupled mode these are the official model's `sem_seg` for this image and vocabulary
@@ -150,7 +155,8 @@ class Predictor:
         inputs = ScoringInputs(
             rgb=rgb, names=names, seen=seen, settings=self.settings, model=self.model,
             clip=self.clip, text=text, timer=lambda key: self._timer(timings, key),
-            report=report, autocast=self._autocast)
+            report=report, autocast=self._autocast, plain=plain, crop_stats={})
+        self.crop_stats = inputs.crop_stats if inputs.crop_stats is not None else {}
         report(0.15, "preprocessing")
         with self._stage_timers(timings):
             out = scoring_mode.fn(inputs) if aug is None else run_tta(scoring_mode.fn, inputs, aug)

@@ -17,6 +17,7 @@ pixel
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Callable
 
 import torch
@@ -142,29 +143,174 @@ def clip_crops(image: torch.Tensor, mask_logits: torch.Tensor, style: str = "cro
                      sampling_ratio=-1, aligned=True)
 
 
+NEGLIGIBLE_SCORE = 1e-7  # total score that the skipped CLIP crops may move any pixel's class score by
+CLIP_BATCH_SIZE = 32  # crops per image-tower call (ViT-B/16: ~0.2 GB of activations in fp32)
+_COSINE_SLACK = 1e-3  # |cos| <= 1 up to rounding: the largest CLIP logit is taken as scale * (1 + slack)
+
+
+def segment_prob_bounds(seg_logits: torch.Tensor, seen: torch.Tensor, *,
+                        logit_scale: float | torch.Tensor, ensembling: bool = True,
+                        all_classes_as_novel: bool = False, lam: float = 2 / 3) -> torch.Tensor:
+    """Upper bounds of P(class | segment) that hold whatever CLIP says about the segment's crop.
+
+    Derivation (the formulas of `decoupled_segment_probs` / `ensemble`). Let b = the segment's
+    "no object" logit, s = CLIP's logit scale, and p_clip the softmax of the CLIP logits l_1..l_K
+    with b appended. Every CLIP logit is s * cos(crop, text) <= s (unit vectors; L = s * (1 + 1e-3)
+    covers rounding), so for every class c
+
+        p_clip[c] = e^l_c / (sum_k e^l_k + e^b) <= e^l_c / (e^l_c + e^b) = sigmoid(l_c - b)
+                  <= sigmoid(L - b) =: u;
+
+    and since the p_clip of all classes sum to at most 1, the mean over the n_seen seen classes is
+    at most 1 / n_seen (and at most u). With p = p_seg[c] in [0, 1] and 0 < lam < 1:
+
+    - ensembling, seen c:    p^lam * mean_seen(p_clip)^(1-lam) <= p^lam * min(u, 1/n_seen)^(1-lam)
+    - ensembling, novel c:   p^(1-lam) * p_clip[c]^lam        <= p^(1-lam) * u^lam
+    - ENSEMBLING_ALL_CLS:    p^(1-lam) * p_clip[c]^lam        <= p^(1-lam) * u^lam
+    - CLIP without ensembling: p_clip[c]                       <= u
+
+    (so in particular P <= p_seg^lam for seen and p_seg^(1-lam) for novel classes).
+
+    Args:
+        seg_logits: Q x (K + 1) segment-classifier logits, "no object" last.
+        seen: K bool.
+        logit_scale: CLIP's exp(logit_scale) (100), the factor of the CLIP logits.
+
+    Returns:
+        Q x K float64 bounds.
+    """
+    logits = seg_logits.double()
+    p = segment_class_probs(logits)  # Q x K
+    scale = float(logit_scale) * (1 + _COSINE_SLACK)
+    u = torch.sigmoid(scale - logits[:, -1:]).expand_as(p)  # Q x K
+    if not ensembling and not all_classes_as_novel:
+        return u.clone()
+    novel_bound = p ** (1 - lam) * u ** lam
+    if all_classes_as_novel:
+        return novel_bound
+    n_seen = int(seen.sum())
+    seen_mean = torch.clamp(u, max=1.0 / max(n_seen, 1))
+    seen_bound = p ** lam * seen_mean ** (1 - lam)
+    return torch.where(seen.to(p.device)[None, :], seen_bound, novel_bound)
+
+
+def negligible_segments(seg_logits: torch.Tensor, mask_logits: torch.Tensor, seen: torch.Tensor,
+                        *, logit_scale: float | torch.Tensor, ensembling: bool = True,
+                        all_classes_as_novel: bool = False, lam: float = 2 / 3,
+                        tol: float = NEGLIGIBLE_SCORE) -> torch.Tensor:
+    """Segments whose CLIP crop need not be encoded: together they move no score by more than tol.
+
+    Segment q adds P(c | q) * sigmoid(mask_q[x]) to the score of class c at pixel x
+    (`semantic_merge`). With B_qc from `segment_prob_bounds` and m_q = max_x sigmoid(mask_q[x]),
+    that is at most U_q = max_c B_qc * m_q, whatever its crop holds. Post-processing is a crop and
+    a bilinear resize (non-negative weights that sum to 1) and calibration subtracts a constant, so
+    dropping a set S of segments (P(c | q) = 0 for q in S, which `clip_segment_logits(skip=...)`
+    gives) changes every final score by at most sum_{q in S} U_q. The segments with the smallest
+    U_q are taken while that sum stays <= tol (default `NEGLIGIBLE_SCORE`, 1e-7, far below the
+    1e-4 fidelity tolerance).
+
+    Args:
+        seg_logits: Q x (K + 1); mask_logits: Q x H x W (the size the merge uses); seen: K bool.
+        logit_scale, ensembling, all_classes_as_novel, lam: as in `decoupled_segment_probs`.
+        tol: the largest total change allowed; 0 skips nothing.
+
+    Returns:
+        Q bool, True where the crop may be skipped.
+    """
+    q = seg_logits.shape[0]
+    if tol <= 0 or q == 0:
+        return torch.zeros(q, dtype=torch.bool, device=seg_logits.device)
+    bounds = segment_prob_bounds(seg_logits, seen, logit_scale=logit_scale, ensembling=ensembling,
+                                 all_classes_as_novel=all_classes_as_novel, lam=lam)
+    peak = mask_logits.flatten(1).amax(dim=1).double().sigmoid()  # Q, max_x sigmoid(mask)
+    worst = bounds.amax(dim=1) * peak.to(bounds.device)  # Q
+    order = worst.argsort()
+    total = worst[order].cumsum(0)
+    skip = torch.zeros(q, dtype=torch.bool, device=seg_logits.device)
+    skip[order[total <= tol].to(skip.device)] = True
+    return skip
+
+
 def clip_segment_logits(image: torch.Tensor, mask_logits: torch.Tensor,
                         encode_image: Callable[[torch.Tensor], torch.Tensor],
                         clip_text: torch.Tensor, logit_scale: torch.Tensor, *,
-                        style: str = "cropmask", size: int = 224, chunk: int = 20) -> torch.Tensor:
+                        style: str = "cropmask", size: int = 224, chunk: int = 20,
+                        skip: torch.Tensor | None = None, dedupe: bool = True,
+                        batch_size: int = CLIP_BATCH_SIZE,
+                        stats: dict[str, int] | None = None) -> torch.Tensor:
     """CLIP logits of every segment crop against the CLIP text embeddings.
+
+    The official algorithm encodes all Q crops. The defaults do only the work that can change the
+    result: segments in `skip` are not cropped or encoded, and crops that are equal byte for byte
+    (empty masks, repeated masks) are encoded once, all crops in as few image-tower calls of at
+    most `batch_size` as there are. `dedupe=False` with `skip=None` is the official algorithm
+    (crops made and encoded `chunk` at a time).
 
     Args:
         image: 3 x H x W CLIP-normalised; mask_logits: Q x H x W.
         encode_image: N x 3 x size x size -> N x D.
         clip_text: K x D normalised text embeddings (CLIP template set).
         logit_scale: CLIP's exp(logit_scale) (100).
-        chunk: segments per image-tower call (bounds memory: chunk x 3 x H x W).
+        chunk: segments cropped at a time (bounds memory: chunk x 3 x H x W).
+        skip: Q bool (see `negligible_segments`): those rows get -inf logits, so that their CLIP
+            probabilities, and hence their ensembled probabilities, are 0.
+        dedupe: encode equal crops once.
+        batch_size: crops per image-tower call (with dedupe; else `chunk`).
+        stats: filled with {"segments": Q, "skipped": n, "encoded": n} when given.
 
     Returns:
-        Q x K logits = logit_scale * cos(crop, class).
+        Q x K logits = logit_scale * cos(crop, class) (-inf rows for skipped segments).
     """
-    out = []
-    for start in range(0, mask_logits.shape[0], chunk):
-        crops = clip_crops(image, mask_logits[start:start + chunk], style, size)
-        f = encode_image(crops).float()
+    q = mask_logits.shape[0]
+    keep = torch.arange(q, device=mask_logits.device)
+    if skip is not None:
+        keep = keep[~skip.to(mask_logits.device)]
+    text = clip_text.t()
+    if not dedupe:
+        feats = []
+        for start in range(0, len(keep), chunk):
+            crops = clip_crops(image, mask_logits[keep[start:start + chunk]], style, size)
+            feats.append(encode_image(crops).float())
+        encoded = len(keep)
+    else:
+        unique, where = _unique_crops(image, mask_logits, keep, style, size, chunk)
+        feats = [encode_image(unique[i:i + batch_size]).float()
+                 for i in range(0, len(unique), max(1, batch_size))]
+        encoded = len(unique)
+    if stats is not None:
+        stats.update(segments=q, skipped=q - len(keep), encoded=encoded)
+    out = torch.full((q, clip_text.shape[0]), float("-inf"), device=mask_logits.device)
+    if len(keep):
+        f = torch.cat(feats)
         f = f / f.norm(dim=-1, keepdim=True)
-        out.append(logit_scale * f @ clip_text.t().to(f))
-    return torch.cat(out)
+        logits = logit_scale * f @ text.to(f)
+        out = out.to(logits.dtype)
+        out[keep] = logits if not dedupe else logits[where]
+    return out
+
+
+def _unique_crops(image: torch.Tensor, mask_logits: torch.Tensor, keep: torch.Tensor, style: str,
+                  size: int, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct crops of segments `keep` (N x 3 x size x size) and, for each kept segment, the
+    index of its crop among them (len(keep) long). Crops are equal when their bytes are: a hash
+    finds the candidate, `torch.equal` confirms it (so a hash collision cannot merge two crops)."""
+    seen_at: dict[bytes, int] = {}
+    unique: list[torch.Tensor] = []
+    where: list[int] = []
+    for start in range(0, len(keep), chunk):
+        crops = clip_crops(image, mask_logits[keep[start:start + chunk]], style, size)
+        host = crops.detach().cpu().contiguous()
+        for i in range(len(crops)):
+            digest = hashlib.blake2b(host[i].reshape(-1).view(torch.uint8).numpy(),
+                                     digest_size=20).digest()
+            j = seen_at.get(digest)
+            if j is None or not torch.equal(unique[j], crops[i]):
+                j = len(unique)
+                seen_at.setdefault(digest, j)
+                unique.append(crops[i])
+            where.append(j)
+    stacked = torch.stack(unique) if unique else image.new_zeros(0, 3, size, size)
+    return stacked, torch.tensor(where, dtype=torch.long, device=mask_logits.device)
 
 
 def decoupled_segment_probs(seg_logits: torch.Tensor, seen: torch.Tensor, *,
