@@ -1,11 +1,19 @@
 """Shared test set-up: offline, one thread, repository root importable."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Text embeddings are cached on disk (zegformer.text_cache): the suite, and the processes it
+# starts, use a throw-away folder, never the user's ~/.cache.
+_CACHE = tempfile.mkdtemp(prefix="zegformer-test-cache-")
+os.environ["ZEGFORMER_CACHE"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("MPLBACKEND", "Agg")
 ROOT = Path(__file__).resolve().parent.parent

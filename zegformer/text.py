@@ -7,6 +7,7 @@ exactly the official `zeroshot_classifier`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import unicodedata
@@ -19,6 +20,7 @@ import torch
 
 from . import resources
 from .errors import VocabularyError
+from .text_cache import TextDiskCache
 
 MAX_CLASSES = 1000  # per request (ADE20K-Full has 847)
 MAX_NAME_LENGTH = 160  # characters per class name, synonyms included (official ADE names reach 113)
@@ -110,21 +112,36 @@ def is_seen(name: str, training_vocabulary: frozenset[str]) -> bool:
             or any(s in training_vocabulary for s in syns))
 
 
+@lru_cache(maxsize=None)
+def _templates_digest(name: str) -> str:
+    return hashlib.sha256(json.dumps(prompt_templates(name)).encode("utf-8")).hexdigest()[:16]
+
+
 class TextEmbedder:
     """Class name -> L2-normalised text embedding, cached per (model, template set, class name).
+
+    Two levels: an in-memory LRU, and (when `weights_digest` is given) files on disk that outlive
+    the process (`zegformer.text_cache`), keyed by the digest of the text tower's weights, the
+    precision, the template set and the class name.
 
     Args:
         encode_text: tokens N x 77 -> N x D features (CLIP's text tower).
         tokenizer: list[str] -> N x 77 tokens.
-        model_id: distinguishes CLIP weights in the cache key.
-        max_entries: cache bound (least recently used entries are evicted).
+        model_id: distinguishes CLIP weights in the in-memory cache key.
+        max_entries: in-memory cache bound (least recently used entries are evicted).
         batch_size: prompts per text-tower call.
+        weights_digest: digest of the weights behind `encode_text`, or a function computing it
+            (called once, on the first lookup), e.g. `text_cache.text_tower_digest(clip)`. Without
+            it nothing is read from or written to disk.
+        disk_cache: a `TextDiskCache`, None for the default folder, False for none.
     """
 
     def __init__(self, encode_text: Callable[[torch.Tensor], torch.Tensor],
                  tokenizer: Callable[[list[str]], torch.Tensor], model_id: str,
                  device: torch.device | str = "cpu", max_entries: int = 8192,
-                 batch_size: int = 256) -> None:
+                 batch_size: int = 256, *,
+                 weights_digest: str | Callable[[], str] | None = None,
+                 disk_cache: TextDiskCache | bool | None = None) -> None:
         self.encode_text = encode_text
         self.tokenizer = tokenizer
         self.model_id = model_id
@@ -134,6 +151,13 @@ class TextEmbedder:
         self._cache: OrderedDict[tuple[str, str, str], torch.Tensor] = OrderedDict()
         self.hits = 0
         self.misses = 0
+        self.disk_hits = 0  # names found on disk
+        self.encoded = 0  # names run through the text tower
+        self._digest_source = weights_digest
+        self._digest: str | None = None
+        self.disk: TextDiskCache | None = None
+        if weights_digest is not None and disk_cache is not False:
+            self.disk = disk_cache if isinstance(disk_cache, TextDiskCache) else TextDiskCache()
 
     @torch.no_grad()
     def __call__(self, class_names: Sequence[str], templates: str) -> torch.Tensor:
@@ -143,7 +167,14 @@ class TextEmbedder:
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
         if missing:
-            self._compute([k[2] for k in missing], templates)
+            names = [k[2] for k in missing]
+            found = self._read_disk(names, templates)
+            self.disk_hits += len(found)
+            rest = [n for n in names if n not in found]
+            computed = self._compute(rest, templates) if rest else {}
+            self._write_disk(computed, templates)
+            for name, e in {**found, **computed}.items():
+                self._cache[(self.model_id, templates, name)] = e
         for k in keys:
             self._cache.move_to_end(k)
         out = torch.stack([self._cache[k] for k in keys])
@@ -151,7 +182,32 @@ class TextEmbedder:
             self._cache.popitem(last=False)
         return out
 
-    def _compute(self, names: list[str], templates: str) -> None:
+    def _disk_key(self, templates: str, name: str) -> tuple[str, ...]:
+        if self._digest is None:
+            source = self._digest_source
+            self._digest = source() if callable(source) else str(source)
+        precision = "cuda-autocast-fp16" if self.device.type == "cuda" else "native"
+        return (self._digest, precision, templates, _templates_digest(templates), name)
+
+    def _read_disk(self, names: list[str], templates: str) -> dict[str, torch.Tensor]:
+        if self.disk is None or not self.disk.enabled:
+            return {}
+        found = {}
+        for name in names:
+            vec = self.disk.get(self._disk_key(templates, name))
+            if vec is not None:
+                found[name] = torch.from_numpy(vec.copy())
+        dims = {v.shape[0] for v in found.values()}
+        return found if len(dims) <= 1 else {}  # mixed sizes cannot come from one tower
+
+    def _write_disk(self, computed: dict[str, torch.Tensor], templates: str) -> None:
+        if self.disk is None or not self.disk.enabled or not computed:
+            return
+        self.disk.put_many((self._disk_key(templates, n), e.numpy()) for n, e in computed.items())
+
+    def _compute(self, names: list[str], templates: str) -> dict[str, torch.Tensor]:
+        """Run the text tower on every prompt of `names` -> {name: D float32 CPU embedding}."""
+        self.encoded += len(names)
         tmpl = prompt_templates(templates)
         prompts, owner = [], []
         for i, name in enumerate(names):
@@ -168,6 +224,8 @@ class TextEmbedder:
             feats.append(f / f.norm(dim=-1, keepdim=True))
         allf = torch.cat(feats)  # P x D
         owner_t = torch.tensor(owner, device=allf.device)
+        out = {}
         for i, name in enumerate(names):
             e = allf[owner_t == i].mean(dim=0)
-            self._cache[(self.model_id, templates, name)] = (e / e.norm()).cpu()
+            out[name] = (e / e.norm()).cpu()
+        return out

@@ -16,6 +16,7 @@ from ..errors import ZegFormerError
 from ..loading.settings import ModelSettings, TTASettings
 from ..modeling.clip_adapter import ClipAdapter
 from ..text import TextEmbedder, is_seen, parse_classes
+from ..text_cache import text_tower_digest
 from .image import limit_size, load_image
 from .modes import USER_MODES as MODES
 from .modes import ProgressFn, ScoringInputs, resolve_mode
@@ -54,7 +55,8 @@ class Predictor:
         self.untrained = untrained
         self.description = description or settings.name
         self.max_side = max_side
-        self.text = TextEmbedder(self.clip.encode_text, tokenizer, clip_id, self.device)
+        self.text = TextEmbedder(self.clip.encode_text, tokenizer, clip_id, self.device,
+                                 weights_digest=lambda: text_tower_digest(self.clip.clip))
         self.crop_stats: dict[str, int] = {}  # last decoupled run: segments, skipped, encoded...
 
     @property
