@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from zegformer.inference import scoring
+from zegformer.inference.crop_cache import CropFeatureCache
 from zegformer.loading.clip import build_clip
 from zegformer.modeling.clip_adapter import ClipAdapter
 
@@ -104,7 +105,8 @@ def test_shared_crops_give_the_plain_logits(clip, style):
     assert sum(tower.calls) == stats["encoded"] < len(masks)
     assert len(tower.calls) == 1  # all distinct crops in one call (batch_size 32)
     if style == "cropmask":
-        assert stats == {"segments": 12, "skipped": 0, "encoded": distinct}
+        assert stats == {"segments": 12, "skipped": 0, "distinct": distinct, "cached": 0,
+                         "encoded": distinct}
     if style == "crop":  # the plain crop depends on the box only
         boxes = scoring.mask_boxes(masks.sigmoid() > 0.5)
         assert stats["encoded"] == len({tuple(b.tolist()) for b in boxes}) < distinct
@@ -125,6 +127,44 @@ def test_batch_size_does_not_change_the_logits(clip, batch_size):
     torch.testing.assert_close(out, plain, atol=1e-5, rtol=0)
     assert len(tower.calls) == math.ceil(distinct / batch_size)
     assert max(tower.calls) <= batch_size
+
+
+def test_features_of_seen_crops_are_reused_for_a_new_vocabulary(clip):
+    """The masks do not depend on the class names: a second vocabulary on the same image gives
+    the same crops, whose cached features give the plain logits against the new text."""
+    masks, distinct = _masks()
+    cache = CropFeatureCache()
+    tower = CountingTower(clip.encode_image)
+    first: dict[str, int] = {}
+    scoring.clip_segment_logits(_image(), masks, tower, _text(clip), clip.logit_scale,
+                                feature_cache=cache, stats=first)
+    assert first["encoded"] == distinct == len(cache)
+    other_text = _text(clip).flip(0)[:3]
+    second: dict[str, int] = {}
+    out = scoring.clip_segment_logits(_image(), masks, tower, other_text, clip.logit_scale,
+                                      feature_cache=cache, stats=second)
+    assert second == {"segments": 12, "skipped": 0, "distinct": distinct, "cached": distinct,
+                      "encoded": 0}
+    assert sum(tower.calls) == distinct  # nothing encoded the second time
+    plain = scoring.clip_segment_logits(_image(), masks, clip.encode_image, other_text,
+                                        clip.logit_scale, dedupe=False)
+    torch.testing.assert_close(out, plain, atol=1e-5, rtol=0)
+    # Another image: other crops, encoded (the empty masks' all-zero crop is the one reused).
+    third: dict[str, int] = {}
+    scoring.clip_segment_logits(_image() + 1.0, masks, tower, other_text, clip.logit_scale,
+                                feature_cache=cache, stats=third)
+    assert third["cached"] == 1 and third["encoded"] == distinct - 1
+
+
+def test_crop_feature_cache_is_a_bounded_lru():
+    cache = CropFeatureCache(max_entries=2)
+    cache.put(b"a", torch.ones(3))
+    cache.put(b"b", torch.zeros(3))
+    assert cache.get(b"a") is not None  # refreshes a
+    cache.put(b"c", torch.ones(3))
+    assert cache.get(b"b") is None and cache.get(b"a") is not None and len(cache) == 2
+    CropFeatureCache(max_entries=0).put(b"a", torch.ones(3))
+    assert cache.hits == 2 and cache.misses == 1
 
 
 def test_dedupe_alone_keeps_the_final_scores(clip):
@@ -266,13 +306,22 @@ def rigged_predictor(tiny_predictor, monkeypatch):
 def test_predictor_exact_path_equals_plain(rigged_predictor):
     image = np.random.default_rng(7).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     names = ["cat", "dog", "grass", "sky"]
+    rigged_predictor.crop_features.clear()
     plain = rigged_predictor.predict(image, names, plain=True)
     plain_stats = dict(rigged_predictor.crop_stats)
+    assert len(rigged_predictor.crop_features) == 0  # the plain path neither reads nor fills it
     fast = rigged_predictor.predict(image, names)
-    stats = rigged_predictor.crop_stats
+    stats = dict(rigged_predictor.crop_stats)
     q = plain_stats["segments"]
-    assert plain_stats == {"segments": q, "skipped": 0, "encoded": q}
+    assert plain_stats["skipped"] == 0 and plain_stats["encoded"] == q
     assert stats["skipped"] == 2  # 0 (empty, far below threshold) and 5 ("no object")
-    assert stats["encoded"] == q - 3  # and 3 shares 4's crop
+    assert stats["encoded"] == stats["distinct"] == q - 3  # and 3 shares 4's crop
     assert np.abs(fast.probs - plain.probs).max() < 1e-5
     assert np.array_equal(fast.label_map, plain.label_map)
+    # Another vocabulary on the same image: no crop encoded, the plain result all the same.
+    other = ["person", "tree", "water"]
+    again = rigged_predictor.predict(image, other)
+    assert rigged_predictor.crop_stats["encoded"] == 0
+    assert rigged_predictor.crop_stats["cached"] == q - 3
+    plain_other = rigged_predictor.predict(image, other, plain=True)
+    assert np.abs(again.probs - plain_other.probs).max() < 1e-5

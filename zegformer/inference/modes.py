@@ -25,6 +25,7 @@ from ..errors import ZegFormerError
 from ..loading.settings import ModelSettings
 from ..modeling.clip_adapter import ClipAdapter
 from . import scoring
+from .crop_cache import CropFeatureCache
 from ..text import CLIP_TEMPLATES
 from .preprocess import Preprocessed, normalize_and_pad, resize_shortest_edge
 from .tta import TTAPass
@@ -61,6 +62,7 @@ class ScoringInputs:
     augment: TTAPass | None = None
     plain: bool = False  # the official algorithm step for step (benchmarks): every CLIP crop encoded
     crop_stats: dict[str, int] | None = None  # filled by the decoupled mode: CLIP crop counts
+    crop_features: CropFeatureCache | None = None  # CLIP crop features kept across calls
 
     @property
     def device(self) -> torch.device:
@@ -154,7 +156,8 @@ def decoupled(inp: ScoringInputs) -> torch.Tensor:
                 clip_logits = scoring.clip_segment_logits(
                     clip_img, masks, inp.clip.encode_image, clip_text, scale,
                     style=s.clip_cls_style, size=inp.clip.image_size, skip=skip,
-                    dedupe=not inp.plain, stats=inp.crop_stats).float()
+                    dedupe=not inp.plain, feature_cache=None if inp.plain else inp.crop_features,
+                    stats=inp.crop_stats).float()
     inp.report(0.85, "merging segments")
     with inp.timer("merge"):
         probs = scoring.decoupled_segment_probs(

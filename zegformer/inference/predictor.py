@@ -17,6 +17,7 @@ from ..loading.settings import ModelSettings, TTASettings
 from ..modeling.clip_adapter import ClipAdapter
 from ..text import TextEmbedder, is_seen, parse_classes
 from ..text_cache import text_tower_digest
+from .crop_cache import CropFeatureCache
 from .image import limit_size, load_image
 from .modes import USER_MODES as MODES
 from .modes import ProgressFn, ScoringInputs, resolve_mode
@@ -58,6 +59,7 @@ class Predictor:
         self.text = TextEmbedder(self.clip.encode_text, tokenizer, clip_id, self.device,
                                  weights_digest=lambda: text_tower_digest(self.clip.clip))
         self.crop_stats: dict[str, int] = {}  # last decoupled run: segments, skipped, encoded...
+        self.crop_features = CropFeatureCache()  # CLIP crop features, reused for the same image
 
     @property
     def kind(self) -> str:
@@ -102,8 +104,9 @@ class Predictor:
             tta: test-time augmentation (see `test_augmentation`): the mean of the passes over
                 TEST.AUG.MIN_SIZES (x2 with FLIP), each as slow as one plain prediction.
             plain: run the official algorithm step for step (every CLIP crop encoded, none skipped
-                or shared), for benchmarks; the default skips only work that cannot change the
-                result by more than `scoring.NEGLIGIBLE_SCORE`.
+                or reused), for benchmarks; the default skips only work that cannot change the
+                result by more than `scoring.NEGLIGIBLE_SCORE`, and reuses the CLIP features of
+                crops seen before (`crop_features`: the same image with another vocabulary).
 
         Returns:
             SegmentationResult with probs K x H x W at the (possibly downscaled) input size;
@@ -157,7 +160,8 @@ class Predictor:
         inputs = ScoringInputs(
             rgb=rgb, names=names, seen=seen, settings=self.settings, model=self.model,
             clip=self.clip, text=text, timer=lambda key: self._timer(timings, key),
-            report=report, autocast=self._autocast, plain=plain, crop_stats={})
+            report=report, autocast=self._autocast, plain=plain, crop_stats={},
+            crop_features=self.crop_features)
         self.crop_stats = inputs.crop_stats if inputs.crop_stats is not None else {}
         report(0.15, "preprocessing")
         with self._stage_timers(timings):

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
+from .crop_cache import CropFeatureCache
+
 CLIP_STYLES = ("cropmask", "crop", "mask")
 
 
@@ -237,14 +239,16 @@ def clip_segment_logits(image: torch.Tensor, mask_logits: torch.Tensor,
                         style: str = "cropmask", size: int = 224, chunk: int = 20,
                         skip: torch.Tensor | None = None, dedupe: bool = True,
                         batch_size: int = CLIP_BATCH_SIZE,
+                        feature_cache: CropFeatureCache | None = None,
                         stats: dict[str, int] | None = None) -> torch.Tensor:
     """CLIP logits of every segment crop against the CLIP text embeddings.
 
     The official algorithm encodes all Q crops. The defaults do only the work that can change the
     result: segments in `skip` are not cropped or encoded, and crops that are equal byte for byte
     (empty masks, repeated masks) are encoded once, all crops in as few image-tower calls of at
-    most `batch_size` as there are. `dedupe=False` with `skip=None` is the official algorithm
-    (crops made and encoded `chunk` at a time).
+    most `batch_size` as there are; with a `feature_cache`, crops seen in earlier calls (the same
+    image with another vocabulary) are not encoded again. `dedupe=False` with `skip=None` is the
+    official algorithm (crops made and encoded `chunk` at a time).
 
     Args:
         image: 3 x H x W CLIP-normalised; mask_logits: Q x H x W.
@@ -256,7 +260,10 @@ def clip_segment_logits(image: torch.Tensor, mask_logits: torch.Tensor,
             probabilities, and hence their ensembled probabilities, are 0.
         dedupe: encode equal crops once.
         batch_size: crops per image-tower call (with dedupe; else `chunk`).
-        stats: filled with {"segments": Q, "skipped": n, "encoded": n} when given.
+        feature_cache: image-tower features by crop digest (256-bit BLAKE2b of the crop's bytes),
+            used with dedupe; one cache per `encode_image`.
+        stats: filled with {"segments": Q, "skipped": n, "distinct": n, "cached": n,
+            "encoded": n} when given.
 
     Returns:
         Q x K logits = logit_scale * cos(crop, class) (-inf rows for skipped segments).
@@ -266,22 +273,31 @@ def clip_segment_logits(image: torch.Tensor, mask_logits: torch.Tensor,
     if skip is not None:
         keep = keep[~skip.to(mask_logits.device)]
     text = clip_text.t()
+    feats: list[torch.Tensor] = []
     if not dedupe:
-        feats = []
         for start in range(0, len(keep), chunk):
             crops = clip_crops(image, mask_logits[keep[start:start + chunk]], style, size)
             feats.append(encode_image(crops).float())
-        encoded = len(keep)
+        distinct = encoded = len(keep)
     else:
-        unique, where = _unique_crops(image, mask_logits, keep, style, size, chunk)
-        feats = [encode_image(unique[i:i + batch_size]).float()
-                 for i in range(0, len(unique), max(1, batch_size))]
-        encoded = len(unique)
+        unique, where, keys = _unique_crops(image, mask_logits, keep, style, size, chunk)
+        found = [feature_cache.get(k) if feature_cache is not None else None for k in keys]
+        todo = [i for i, f in enumerate(found) if f is None]
+        for b in range(0, len(todo), max(1, batch_size)):
+            idx = todo[b:b + max(1, batch_size)]
+            new = encode_image(unique[idx]).float()
+            for i, row in zip(idx, new):
+                found[i] = row
+                if feature_cache is not None:
+                    feature_cache.put(keys[i], row)
+        feats = [torch.stack([f for f in found if f is not None])] if found else []
+        distinct, encoded = len(unique), len(todo)
     if stats is not None:
-        stats.update(segments=q, skipped=q - len(keep), encoded=encoded)
+        stats.update(segments=q, skipped=q - len(keep), distinct=distinct,
+                     cached=distinct - encoded, encoded=encoded)
     out = torch.full((q, clip_text.shape[0]), float("-inf"), device=mask_logits.device)
     if len(keep):
-        f = torch.cat(feats)
+        f = torch.cat(feats).float()
         f = f / f.norm(dim=-1, keepdim=True)
         logits = logit_scale * f @ text.to(f)
         out = out.to(logits.dtype)
@@ -290,27 +306,31 @@ def clip_segment_logits(image: torch.Tensor, mask_logits: torch.Tensor,
 
 
 def _unique_crops(image: torch.Tensor, mask_logits: torch.Tensor, keep: torch.Tensor, style: str,
-                  size: int, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The distinct crops of segments `keep` (N x 3 x size x size) and, for each kept segment, the
-    index of its crop among them (len(keep) long). Crops are equal when their bytes are: a hash
-    finds the candidate, `torch.equal` confirms it (so a hash collision cannot merge two crops)."""
+                  size: int, chunk: int) -> tuple[torch.Tensor, torch.Tensor, list[bytes]]:
+    """The distinct crops of segments `keep` (N x 3 x size x size), for each kept segment the
+    index of its crop among them (len(keep) long), and each distinct crop's digest (N). Crops are
+    equal when their bytes are: a hash finds the candidate, `torch.equal` confirms it (so a hash
+    collision cannot merge two crops within one call)."""
     seen_at: dict[bytes, int] = {}
+    keys: list[bytes] = []
     unique: list[torch.Tensor] = []
     where: list[int] = []
     for start in range(0, len(keep), chunk):
         crops = clip_crops(image, mask_logits[keep[start:start + chunk]], style, size)
         host = crops.detach().cpu().contiguous()
         for i in range(len(crops)):
-            digest = hashlib.blake2b(host[i].reshape(-1).view(torch.uint8).numpy(),
-                                     digest_size=20).digest()
+            h = hashlib.blake2b(f"{tuple(host[i].shape)}{host[i].dtype}".encode(), digest_size=32)
+            h.update(host[i].reshape(-1).view(torch.uint8).numpy())
+            digest = h.digest()
             j = seen_at.get(digest)
             if j is None or not torch.equal(unique[j], crops[i]):
                 j = len(unique)
                 seen_at.setdefault(digest, j)
                 unique.append(crops[i])
+                keys.append(digest)
             where.append(j)
     stacked = torch.stack(unique) if unique else image.new_zeros(0, 3, size, size)
-    return stacked, torch.tensor(where, dtype=torch.long, device=mask_logits.device)
+    return stacked, torch.tensor(where, dtype=torch.long, device=mask_logits.device), keys
 
 
 def decoupled_segment_probs(seg_logits: torch.Tensor, seen: torch.Tensor, *,
