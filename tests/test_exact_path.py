@@ -325,3 +325,26 @@ def test_predictor_exact_path_equals_plain(rigged_predictor):
     assert rigged_predictor.crop_stats["cached"] == q - 3
     plain_other = rigged_predictor.predict(image, other, plain=True)
     assert np.abs(again.probs - plain_other.probs).max() < 1e-5
+
+
+def _official_boxes(binary: torch.Tensor) -> torch.Tensor:
+    """The official box rule written out: argmax / argmin over cumulative counts."""
+    h, w = binary.shape[-2:]
+    out = []
+    for m in binary:
+        def span(counts):
+            c = counts.cumsum(0).float()
+            return int(torch.where(c == 0, torch.inf, c).argmin()), int(c.argmax())
+        x1, x2 = span(m.sum(0))
+        y1, y2 = span(m.sum(1))
+        out.append([x1, y1, x2, y2] if (y2 - y1) * (x2 - x1) != 0 else [0, 0, w, h])
+    return torch.tensor(out, dtype=torch.float32)
+
+
+def test_mask_boxes_equal_the_official_cumsum_rule():
+    g = torch.Generator().manual_seed(8)
+    masks, _ = _masks()
+    sparse = torch.rand(40, H, W, generator=g) > 0.999  # a few scattered pixels, often 0 or 1
+    blobs = torch.rand(40, H, W, generator=g) > 0.5
+    binary = torch.cat([masks > 0, sparse, blobs, torch.zeros(1, H, W, dtype=torch.bool)])
+    assert torch.equal(scoring.mask_boxes(binary), _official_boxes(binary))
