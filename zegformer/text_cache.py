@@ -71,7 +71,7 @@ def tensors_digest(tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
     for name, t in tensors:
         t = t.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 

@@ -322,7 +322,7 @@ def _unique_crops(image: torch.Tensor, mask_logits: torch.Tensor, keep: torch.Te
         host = crops.detach().cpu().contiguous()
         for i in range(len(crops)):
             h = hashlib.blake2b(f"{tuple(host[i].shape)}{host[i].dtype}".encode(), digest_size=32)
-            h.update(host[i].reshape(-1).view(torch.uint8).numpy())
+            h.update(host[i].reshape(-1).view(torch.uint8).numpy().tobytes())
             digest = h.digest()
             j = seen_at.get(digest)
             if j is None or not torch.equal(unique[j], crops[i]):
