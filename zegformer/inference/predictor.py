@@ -157,12 +157,12 @@ class Predictor:
             with self._timer(timings, "text"):
                 return self.text(names, templates).to(self.device)
 
+        self.crop_stats = {}  # filled by the decoupled mode
         inputs = ScoringInputs(
             rgb=rgb, names=names, seen=seen, settings=self.settings, model=self.model,
             clip=self.clip, text=text, timer=lambda key: self._timer(timings, key),
-            report=report, autocast=self._autocast, plain=plain, crop_stats={},
+            report=report, autocast=self._autocast, plain=plain, crop_stats=self.crop_stats,
             crop_features=self.crop_features)
-        self.crop_stats = inputs.crop_stats if inputs.crop_stats is not None else {}
         report(0.15, "preprocessing")
         with self._stage_timers(timings):
             out = scoring_mode.fn(inputs) if aug is None else run_tta(scoring_mode.fn, inputs, aug)
