@@ -26,7 +26,8 @@ CAT = EXAMPLES / "cat.jpg"
 
 
 def run_demo(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZEGFORMER_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("ZEGFORMER_") or k == "ZEGFORMER_CACHE"}  # the suite's temp cache
     env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-m", "zegformer.faces.demo", *args], cwd=cwd or ROOT,
                           env=env, capture_output=True, text=True, timeout=600)
