@@ -264,3 +264,28 @@ def test_image_errors_are_one_line(tmp_path):
             load_image(source)
         assert "\n" not in str(err.value) and "Traceback" not in str(err.value)
     json.dumps(str(err.value))  # plain text
+
+
+# ----------------------------------------------------------------------------- class text
+@pytest.mark.parametrize("classes, message", [
+    ("a, " * 1_700_000, "too long .5100000 characters; at most 50000"),  # 5 MB
+    ("x" * 5_000_000, "too long .5000000 characters"),
+    (["cat"] * 2_000_000, "too many classes .2000000."),
+    (", ".join(f"c{i}" for i in range(6000)), r"too many classes \(6000\); at most 1000"),
+])
+def test_huge_class_lists_are_refused_before_parsing(classes, message):
+    from zegformer.errors import VocabularyError
+    from zegformer.text import parse_classes
+
+    start = time.perf_counter()
+    with pytest.raises(VocabularyError, match=message):
+        parse_classes(classes)
+    assert time.perf_counter() - start < 0.5  # the whole 5 MB string parsed took 51 s
+
+
+def test_the_largest_preset_fits_the_text_cap():
+    from zegformer.text import MAX_VOCABULARY_TEXT, parse_classes
+
+    names = [f"class number {i} | synonym {i}" for i in range(1000)]
+    text = ", ".join(names)
+    assert len(text) < MAX_VOCABULARY_TEXT and parse_classes(text) == names
