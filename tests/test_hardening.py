@@ -289,3 +289,123 @@ def test_the_largest_preset_fits_the_text_cap():
     names = [f"class number {i} | synonym {i}" for i in range(1000)]
     text = ", ".join(names)
     assert len(text) < MAX_VOCABULARY_TEXT and parse_classes(text) == names
+
+
+# ----------------------------------------------------------------------------- HTTP guard
+def _asgi_call(guard_kwargs: dict, method: str, path: str, headers: list, chunks: list[bytes]):
+    """Drive GuardMiddleware around a stub app that reads the whole body; returns
+    (status, headers, body, bytes the stub app read)."""
+    import asyncio
+
+    from zegformer.faces.web_guard import GuardMiddleware
+
+    read = []
+
+    async def stub(scope, receive, send):
+        while True:
+            message = await receive()
+            read.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+                for i, c in enumerate(chunks)]
+    sent = []
+
+    async def receive():
+        return messages.pop(0)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(),
+             "headers": headers}
+    asyncio.run(GuardMiddleware(stub, **guard_kwargs)(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], dict(start["headers"]), body.decode(), sum(map(len, read))
+
+
+def _multipart(n_files: int, size: int, boundary: str = "zzBOUNDARYzz") -> bytes:
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="f{i}.png"'
+             f"\r\nContent-Type: image/png\r\n\r\n".encode() + b"x" * size + b"\r\n"
+             for i in range(n_files)]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode()
+
+
+GUARD = dict(max_upload_files=2, max_upload_bytes=100_000)
+FORM = [(b"content-type", b"multipart/form-data; boundary=zzBOUNDARYzz")]
+
+
+def test_guard_adds_security_headers_and_passes_normal_requests():
+    status, headers, body, _ = _asgi_call(GUARD, "GET", "/", [], [b""])
+    assert status == 200 and body == "ok"
+    assert headers[b"x-content-type-options"] == b"nosniff"
+    assert headers[b"content-security-policy"].startswith(b"frame-ancestors 'self'")
+
+
+@pytest.mark.parametrize("path", ["/gradio_api/file=http://example.com/x.png",
+                                  "/gradio_api/file=HTTPS://203.0.113.7/", "/file=ftp://x/y",
+                                  "/gradio_api/proxy=https://example.com/"])
+def test_guard_refuses_fetch_routes(path):
+    status, headers, body, _ = _asgi_call(GUARD, "GET", path, [], [b""])
+    assert status == 403 and body == "This app does not fetch outside URLs."
+    assert headers[b"x-content-type-options"] == b"nosniff"
+
+
+def test_guard_caps_upload_size_from_content_length_before_reading():
+    form = _multipart(1, 200_000)
+    length = [(b"content-length", str(len(form)).encode())]
+    status, _, body, read = _asgi_call(GUARD, "POST", "/gradio_api/upload", FORM + length, [form])
+    assert status == 413 and read == 0
+    assert body == "Upload too large (0.2 MB in one request; at most 0.1 MB)."
+
+
+def test_guard_caps_streamed_uploads_by_bytes_and_by_file_count():
+    big = _multipart(1, 150_000)
+    chunks = [big[i:i + 4096] for i in range(0, len(big), 4096)]
+    status, _, body, read = _asgi_call(GUARD, "POST", "/gradio_api/upload", FORM, chunks)
+    assert status == 413 and "maximum allowed size" in body and read <= GUARD["max_upload_bytes"]
+    many = _multipart(5, 10)
+    chunks = [many[i:i + 7] for i in range(0, len(many), 7)]  # markers split across chunks
+    status, _, body, _ = _asgi_call(GUARD, "POST", "/gradio_api/upload", FORM, chunks)
+    assert status == 413 and "Too many files" in body
+    two = _multipart(2, 1000)
+    status, _, body, read = _asgi_call(GUARD, "POST", "/gradio_api/upload", FORM,
+                                       [two[i:i + 5] for i in range(0, len(two), 5)])
+    assert status == 200 and read == len(two)
+
+
+def test_output_store_sweeps_old_folders_without_following_links(tmp_path):
+    from zegformer.faces.web_guard import OutputStore
+
+    victim = tmp_path / "victim"
+    (victim / "keep").mkdir(parents=True)
+    (victim / "keep" / "precious.txt").write_text("do not delete")
+    store = OutputStore(tmp_path / "outputs", max_age_s=60)
+    old = store.new_dir()
+    (old / "result.json").write_text("{}")
+    (old / "link-to-victim").symlink_to(victim)
+    (store.root / "root-link").symlink_to(victim)
+    fresh = store.new_dir()
+    past = time.time() - 120
+    for p in (old, store.root / "root-link"):
+        os_utime_nofollow(p, past)
+    assert store.sweep() == 2
+    assert not old.exists() and fresh.is_dir()
+    assert (victim / "keep" / "precious.txt").read_text() == "do not delete"
+    # A link put in place of the root itself is refused, and never swept through.
+    linked = OutputStore(tmp_path / "root-is-link", max_age_s=0)
+    linked.root.symlink_to(victim)
+    with pytest.raises(OSError, match="is a link"):
+        linked.new_dir()
+    assert linked.sweep(now=time.time() + 3600) == 0 and (victim / "keep").is_dir()
+
+
+def os_utime_nofollow(path: Path, when: float) -> None:
+    import os
+
+    os.utime(path, (when, when), follow_symlinks=False)
