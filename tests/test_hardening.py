@@ -409,3 +409,16 @@ def os_utime_nofollow(path: Path, when: float) -> None:
     import os
 
     os.utime(path, (when, when), follow_symlinks=False)
+
+
+def test_guard_caps_other_request_bodies():
+    capped = dict(GUARD, max_body_bytes=1000)
+    length = [(b"content-length", b"5000"), (b"content-type", b"application/json")]
+    status, _, body, read = _asgi_call(capped, "POST", "/gradio_api/queue/join", length,
+                                       [b"x" * 5000])
+    assert status == 413 and body.startswith("Request too large (0.005 MB") and read == 0
+    status, _, body, _ = _asgi_call(capped, "POST", "/gradio_api/queue/join", [],
+                                    [b"x" * 600, b"x" * 600])
+    assert status == 413 and body == "Request too large (over 0.001 MB)."
+    status, _, _, read = _asgi_call(capped, "POST", "/gradio_api/queue/join", [], [b"x" * 900])
+    assert status == 200 and read == 900

@@ -3,7 +3,8 @@
 - `GuardMiddleware`, a plain ASGI middleware around the app Gradio builds:
   * refuses `/gradio_api/file=<URL>` and `/proxy=` routes (Gradio would fetch the URL itself);
   * caps one upload request at `max_upload_files` files and `max_upload_bytes` bytes, before
-    Gradio writes them to disk (Content-Length first, then counting as the body streams in);
+    Gradio writes them to disk (Content-Length first, then counting as the body streams in),
+    and any other request body at `max_body_bytes`;
   * adds `X-Content-Type-Options: nosniff` and `Content-Security-Policy: frame-ancestors ...`
     to every answer (Spaces show the app in an iframe on huggingface.co, so that is allowed);
   * stamps each request with its arrival time, which `waited_s` turns into the time a queued
@@ -50,6 +51,7 @@ class GuardMiddleware:
         app: the ASGI app (Gradio's FastAPI app; given by Starlette's `Middleware`).
         max_upload_files: files accepted in one upload request.
         max_upload_bytes: bytes accepted in one upload request (all files and form overhead).
+        max_body_bytes: bytes accepted in the body of any other request (None: no cap).
         frame_ancestors: the CSP `frame-ancestors` sources that may show the app in a frame.
         upload_error: builds the exception raised into the upload handler when a cap is passed
             mid-stream (the app passes Gradio's own multipart error, so that Gradio deletes the
@@ -57,11 +59,13 @@ class GuardMiddleware:
     """
 
     def __init__(self, app: ASGIApp, *, max_upload_files: int, max_upload_bytes: int,
+                 max_body_bytes: int | None = None,
                  frame_ancestors: str = DEFAULT_FRAME_ANCESTORS,
                  upload_error: Callable[[int, str], Exception] = UploadRefused):
         self.app = app
         self.upload_error = upload_error
         self.max_files, self.max_bytes = int(max_upload_files), int(max_upload_bytes)
+        self.max_body = None if max_body_bytes is None else int(max_body_bytes)
         self.headers = [(b"x-content-type-options", b"nosniff"),
                         (b"content-security-policy",
                          f"frame-ancestors {frame_ancestors}".encode("latin-1"))]
@@ -87,11 +91,17 @@ class GuardMiddleware:
             await send(message)
 
         if scope.get("method") == "POST" and path.rstrip("/").endswith("/upload"):
-            refusal = self._check_length(scope)
+            refusal = self._check_length(scope, self.max_bytes, "Upload")
             if refusal:
                 await self._refuse(send, 413, refusal)
                 return
             receive = self._counting(scope, receive)
+        elif self.max_body is not None and scope.get("method") in ("POST", "PUT", "PATCH"):
+            refusal = self._check_length(scope, self.max_body, "Request")
+            if refusal:
+                await self._refuse(send, 413, refusal)
+                return
+            receive = self._capped(receive, self.max_body)
         try:
             await self.app(scope, receive, send_with_headers)
         except UploadRefused as e:
@@ -99,12 +109,27 @@ class GuardMiddleware:
                 raise
             await self._refuse(send, e.status, e.message)
 
-    def _check_length(self, scope: Scope) -> str | None:
+    @staticmethod
+    def _check_length(scope: Scope, cap: int, what: str) -> str | None:
         length = _header(scope, b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return (f"Upload too large ({_mb(int(length))} in one request; at most "
-                    f"{_mb(self.max_bytes)}).")
+        if length is not None and length.isdigit() and int(length) > cap:
+            return f"{what} too large ({_mb(int(length))} in one request; at most {_mb(cap)})."
         return None
+
+    @staticmethod
+    def _capped(receive: Receive, cap: int) -> Receive:
+        """`receive` that stops a body (without Content-Length) growing past `cap` bytes."""
+        seen = [0]
+
+        async def capped() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                seen[0] += len(message.get("body", b""))
+                if seen[0] > cap:
+                    raise UploadRefused(413, f"Request too large (over {_mb(cap)}).")
+            return message
+
+        return capped
 
     def _counting(self, scope: Scope, receive: Receive) -> Receive:
         """`receive` that counts bytes and multipart parts, and stops over a cap."""
