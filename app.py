@@ -30,6 +30,7 @@ except ImportError:  # everywhere else the app runs without it
 ZERO_GPU = spaces is not None and bool(os.environ.get("SPACES_ZERO_GPU"))
 
 import gradio as gr
+import PIL.Image
 from gradio.route_utils import MultiPartException
 from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
@@ -39,6 +40,7 @@ from zegformer.faces import startup, tables
 from zegformer.faces.guarded_blocks import GuardedBlocks, user_text
 from zegformer.faces.modes import MODE_CHOICES, expand_modes, run_modes
 from zegformer.faces.web_guard import DEFAULT_FRAME_ANCESTORS, GuardMiddleware, OutputStore
+from zegformer.inference.image import MAX_IMAGE_PIXELS
 from zegformer.text import MAX_CLASSES, MAX_NAME_LENGTH, MAX_VOCABULARY_TEXT
 
 CONCURRENCY_LIMIT = 1  # requests running the model at once (one model on one GPU)
@@ -79,7 +81,12 @@ class ImageInput(gr.Image):
             return super().preprocess(payload)
         except gr.Error:
             raise
-        except Exception as e:  # PIL: not an image, truncated file, decompression bomb
+        except PIL.Image.DecompressionBombError:  # Gradio's own open() read the header
+            raise gr.Error(
+                f"The image is too large (over {2 * PIL.Image.MAX_IMAGE_PIXELS / 1e6:.0f} MP); "
+                f"at most {MAX_IMAGE_PIXELS / 1e6:g} MP are accepted (downscale it first).",
+                print_exception=False) from None
+        except Exception as e:  # PIL: not an image, truncated file
             raise gr.Error(
                 f"The upload is not an image this app can read ({type(e).__name__}). "
                 "Use a JPEG, PNG, WebP, BMP or TIFF file.", print_exception=False) from None

@@ -9,14 +9,17 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from image_bombs import write_grey_png_bomb
+from image_bombs import grey_png_bomb, write_grey_png_bomb
 from zegformer.errors import ConfigError, ImageError
 from zegformer.inference.image import MAX_IMAGE_PIXELS, load_image
 from zegformer.loading.config import MAX_CONFIG_DEPTH, load_config
@@ -386,14 +389,13 @@ def test_output_store_sweeps_old_folders_without_following_links(tmp_path):
     (victim / "keep").mkdir(parents=True)
     (victim / "keep" / "precious.txt").write_text("do not delete")
     store = OutputStore(tmp_path / "outputs", max_age_s=60)
-    old = store.new_dir()
+    made, fresh = store.new_dir(), store.new_dir()
+    old = made.with_name(f"{time.time() - 120:.0f}-{made.name.split('-')[1]}")  # 2 min ago
+    made.rename(old)
     (old / "result.json").write_text("{}")
     (old / "link-to-victim").symlink_to(victim)
     (store.root / "root-link").symlink_to(victim)
-    fresh = store.new_dir()
-    past = time.time() - 120
-    for p in (old, store.root / "root-link"):
-        os_utime_nofollow(p, past)
+    os_utime_nofollow(store.root / "root-link", time.time() - 120)
     assert store.sweep() == 2
     assert not old.exists() and fresh.is_dir()
     assert (victim / "keep" / "precious.txt").read_text() == "do not delete"
@@ -422,3 +424,327 @@ def test_guard_caps_other_request_bodies():
     assert status == 413 and body == "Request too large (over 0.001 MB)."
     status, _, _, read = _asgi_call(capped, "POST", "/gradio_api/queue/join", [], [b"x" * 900])
     assert status == 200 and read == 900
+
+
+# ----------------------------------------------------------------------------- the Space
+# A real server on 127.0.0.1 (in this process, so a socket guard sees every lookup it makes),
+# called with gradio_client and with raw HTTP (httpx, 127.0.0.1 only).
+OUTPUT_AGE_S = 6  # ZEGFORMER_OUTPUT_MAX_AGE_S for the test server (default 600)
+WAIT_LIMIT_S = 4  # ZEGFORMER_MAX_WAIT_S for the test server (default 120)
+SERVER_RSS_GROWTH_MB = 150  # refusing the bomb raises the server's peak RSS by less than this
+DISK_AFTER_50_MB = 3  # files in Gradio's cache during 50 small requests (about 50 KB each)
+LEFT_MB = 0.05  # after the clean-up interval: at most the one re-sent upload (18 KB) is left
+EXAMPLE = ROOT / "examples" / "cat.jpg"
+
+
+class GatedPredictor:
+    """The tiny predictor, with a gate a test can close to hold a request inside the model."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self.gate, self.inside = threading.Event(), threading.Event()
+        self.gate.set()
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def predict(self, *args, **kwargs):
+        self.inside.set()
+        assert self.gate.wait(120), "gate never opened"
+        return self._inner.predict(*args, **kwargs)
+
+
+@dataclass
+class Space:
+    url: str
+    client: Any
+    predictor: GatedPredictor
+    cache: Path
+    guard: NetworkGuard
+    examples: set[Path]  # Gradio's copies of the example images, kept while it runs
+    quick: Any  # a second client that leaves the outputs on the server (their paths come back)
+    small: Path  # a 96 x 64 PNG: a cheap good request
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory, tiny_predictor):
+    patch = pytest.MonkeyPatch()
+    cache = tmp_path_factory.mktemp("gradio_cache")
+    patch.setenv("GRADIO_TEMP_DIR", str(cache))
+    patch.setenv("ZEGFORMER_OUTPUT_MAX_AGE_S", str(OUTPUT_AGE_S))
+    patch.setenv("ZEGFORMER_MAX_WAIT_S", str(WAIT_LIMIT_S))
+    guard = NetworkGuard(patch)  # from before start-up: telemetry would show here
+    import app
+    from gradio_client import Client
+
+    predictor = GatedPredictor(tiny_predictor)
+    demo = app.build_demo(predictor)
+    port = _free_port()
+    app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+               quiet=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        client = Client(url, verbose=False,
+                        download_files=str(tmp_path_factory.mktemp("downloads")))
+        examples = {p for p in cache.rglob("*") if p.is_file()}
+        small = tmp_path_factory.mktemp("small") / "small.png"
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 96, 3), np.uint8)).save(
+            small)
+        quick = Client(url, verbose=False, download_files=False)
+        yield Space(url, client, predictor, cache, guard, examples, quick, small)
+    finally:
+        demo.close()
+        patch.undo()
+
+
+def segment(space: Space, image: Any, classes: Any = "cat, wall", mode: str = "decoupled",
+            threshold: Any = 0.0, opacity: Any = 0.5) -> dict:
+    """/segment through gradio_client; a Path is uploaded, anything else is sent as it is."""
+    from gradio_client import handle_file
+
+    payload = handle_file(str(image)) if isinstance(image, Path) else image
+    out = space.client.predict(payload, classes, mode, threshold, opacity, api_name="/segment")
+    names = ["confidences", "table", "disagreement", "files", "result", "status", "parsed"]
+    return dict(zip(names, out))
+
+
+def call_raw(space: Space, data: list, timeout: float = 60) -> tuple[str, str]:
+    """/segment through Gradio's plain HTTP API (POST, then read the event stream): the
+    ("complete" | "error", data) of the last event."""
+    import httpx
+
+    with httpx.Client(base_url=space.url, timeout=timeout) as http:
+        answer = http.post("gradio_api/call/segment", json={"data": data})
+        assert answer.status_code == 200, answer.text
+        event_id = answer.json()["event_id"]
+        kind, payload = None, None
+        with http.stream("GET", f"gradio_api/call/segment/{event_id}") as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    kind = line.split(":", 1)[1].strip()
+                elif line.startswith("data:") and kind in ("complete", "error"):
+                    payload = line.split(":", 1)[1].strip()
+                    break
+    return kind, payload
+
+
+def quick_segment(space: Space, classes: str = "cat, wall") -> tuple:
+    """/segment on the small PNG, the outputs left on the server (FileData with their paths)."""
+    from gradio_client import handle_file
+
+    return space.quick.predict(handle_file(str(space.small)), classes, "decoupled", 0.0, 0.5,
+                               api_name="/segment")
+
+
+def good_request_works(space: Space) -> None:
+    assert [c["name"] for c in quick_segment(space)[4]["classes"]] == ["cat", "wall"]
+
+
+def _upload(space: Space, path: Path) -> dict:
+    """Upload a file as the page does; the FileData payload that names it."""
+    import httpx
+
+    answer = httpx.post(space.url + "gradio_api/upload",
+                        files=[("files", (path.name, path.read_bytes(), "image/png"))])
+    assert answer.status_code == 200, answer.text
+    return {"path": answer.json()[0], "meta": {"_type": "gradio.FileData"}}
+
+
+SERVER_PATH = {"path": str(EXAMPLE), "meta": {"_type": "gradio.FileData"}}
+URL_FILE = {"path": "http://example.com/cat.png", "meta": {"_type": "gradio.FileData"}}
+# (image, classes, threshold, opacity) sent raw -> the one line the caller gets
+RAW_CASES = [
+    ("http://example.com/cat.png", "cat", 0.0, 0.5, "is a URL; this app never fetches URLs"),
+    (URL_FILE, "cat", 0.0, 0.5, "is a URL; this app never fetches URLs"),
+    ("/etc/passwd", "cat", 0.0, 0.5, "image must be an uploaded file, not the text '/etc/passwd'"),
+    (SERVER_PATH, "cat", 0.0, 0.5, "was not uploaded to this app"),
+    (["x"], "cat", 0.0, 0.5, "image must be an uploaded file, got a list"),
+    ("upload", "cat", "abc", 0.5, "threshold must be a number between 0 and 1, got 'abc'"),
+    ("upload", "cat", None, 0.5, "threshold must be a number between 0 and 1, got None"),
+    ("upload", "cat", 0.0, "x", "opacity must be a number between 0 and 1, got 'x'"),
+    ("upload", ["cat", "dog"], 0.0, 0.5, "classes must be one comma-separated string"),
+    ("upload", "cat, " * 1_000_000, 0.0, 0.5, "class list is too long (5000000 characters"),
+    ("upload", "x`<img src=x onerror=alert(1)>`y, X`<img src=x onerror=alert(1)>`Y", 0.0, 0.5,
+     "is listed twice"),
+]
+
+
+@pytest.mark.parametrize("image, classes, threshold, opacity, message", RAW_CASES,
+                         ids=["url", "url-file", "path", "server-file", "list", "threshold-abc",
+                              "threshold-null", "opacity-x", "classes-list", "classes-5mb",
+                              "markup"])
+def test_bad_input_over_raw_http_gets_one_clear_line(space, image, classes, threshold, opacity,
+                                                     message):
+    if image == "upload":
+        image = _upload(space, EXAMPLE)
+    start = time.perf_counter()
+    kind, payload = call_raw(space, [image, classes, "decoupled", threshold, opacity])
+    error = json.loads(payload)
+    assert kind == "error" and isinstance(error, dict), payload
+    assert message in error["error"] and "\n" not in error["error"], payload
+    assert time.perf_counter() - start < 10  # no model time spent on a refused request
+    assert "<img" not in payload and "Traceback" not in payload
+    good_request_works(space)
+
+
+@pytest.mark.parametrize("image, classes, threshold, opacity, message", [
+    ("http://example.com/cat.png", "cat", 0.0, 0.5, "is a URL; this app never fetches URLs"),
+    (URL_FILE, "cat", 0.0, 0.5, "is a URL; this app never fetches URLs"),
+    (EXAMPLE, ["cat", "dog"], 0.0, 0.5, "classes must be one comma-separated string"),
+    (EXAMPLE, "cat", "abc", 0.5, "threshold must be a number between 0 and 1, got 'abc'"),
+    (EXAMPLE, "cat", 0.0, "x", "opacity must be a number between 0 and 1, got 'x'"),
+], ids=["url", "url-file", "classes-list", "threshold-abc", "opacity-x"])
+def test_bad_input_through_gradio_client_gets_one_clear_line(space, image, classes, threshold,
+                                                             opacity, message):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError) as err:
+        segment(space, image, classes, threshold=threshold, opacity=opacity)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    good_request_works(space)
+
+
+def _vm_kb(field: str) -> int:
+    import re
+
+    return int(re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1))
+
+
+def test_image_bomb_is_refused_fast_and_small(space, bomb, tmp_path):
+    from gradio_client.exceptions import AppError
+
+    good_request_works(space)  # warm: the first request's one-time costs are not the bomb's
+    Path("/proc/self/clear_refs").write_text("5")  # reset this process's peak RSS (VmHWM)
+    before = _vm_kb("VmRSS")
+    start = time.perf_counter()
+    with pytest.raises(AppError, match=r"too large .*at most 40 MP"):
+        segment(space, bomb)
+    assert time.perf_counter() - start < BOMB_SECONDS + 1  # + the 351 KB upload
+    assert (_vm_kb("VmHWM") - before) / 1024 < SERVER_RSS_GROWTH_MB
+    # 48 MP (under Pillow's own limit): refused from the header by the library's reader
+    big = tmp_path / "48mp.png"
+    big.write_bytes(grey_png_bomb(6900))
+    with pytest.raises(AppError, match=r"6900 x 6900 pixels \(48 MP\) is too large"):
+        segment(space, big)
+    assert (_vm_kb("VmHWM") - before) / 1024 < SERVER_RSS_GROWTH_MB
+    good_request_works(space)
+
+
+def _png(tmp_path: Path, name: str, im: Image.Image, **save) -> Path:
+    path = tmp_path / name
+    im.save(path, format="PNG", **save)
+    return path
+
+
+def test_uploads_reach_the_library_with_their_original_pixels(space, tmp_path):
+    """Opacity 0: the overlay is the image as the library read it (documented conversions)."""
+    grey16 = Image.fromarray(np.full((48, 64), 32768, np.uint16))
+    pal = Image.new("P", (64, 48), 0)
+    pal.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    pal.paste(1, (0, 0, 32, 48))
+    rgba = np.zeros((48, 64, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 128
+    cases = [
+        (_png(tmp_path, "grey16.png", grey16), [127, 127, 127], [127, 127, 127]),  # not white
+        (_png(tmp_path, "palette.png", pal, transparency=0), [0, 0, 255], [255, 255, 255]),
+        (_png(tmp_path, "rgba.png", Image.fromarray(rgba, "RGBA")), [227, 127, 127],
+         [227, 127, 127]),  # on white, not on black: 200 * 128/255 + 255 * 127/255
+    ]
+    for path, left, right in cases:
+        out = segment(space, path, "thing", opacity=0.0)
+        files = {Path(f).name: Path(f) for f in out["files"]}
+        shown = np.asarray(Image.open(files["decoupled_overlay.png"]).convert("RGB"))
+        assert shown.shape == (48, 64, 3), path.name
+        assert shown[24, 4].tolist() == left and shown[24, 60].tolist() == right, path.name
+
+
+def test_http_level_limits_and_headers(space):
+    import httpx
+
+    with httpx.Client(base_url=space.url, timeout=60) as http:
+        page = http.get("")
+        assert page.status_code == 200
+        assert page.headers["x-content-type-options"] == "nosniff"
+        assert "frame-ancestors 'self' https://huggingface.co" in \
+            page.headers["content-security-policy"]
+        for route in ["gradio_api/file=http://example.com/cat.png",
+                      "gradio_api/file=https%3A%2F%2Fexample.com%2Fcat.png",
+                      "gradio_api/proxy=http://example.com/"]:
+            answer = http.get(route)
+            assert answer.status_code == 403 and "does not fetch" in answer.text, route
+        ten = [("files", (f"f{i}.png", b"x" * 20_000_000, "image/png")) for i in range(10)]
+        answer = http.post("gradio_api/upload", files=ten)
+        assert answer.status_code == 413 and "at most 26 MB" in answer.text
+        three = [("files", (f"f{i}.png", b"x" * 1000, "image/png")) for i in range(3)]
+        answer = http.post("gradio_api/upload", files=three)
+        assert answer.status_code == 413 and "Too many files" in answer.text
+        answer = http.post("gradio_api/call/segment", content=b"x" * 9_000_000,
+                           headers={"content-type": "application/json"})
+        assert answer.status_code == 413 and "Request too large" in answer.text
+    assert not any(p.stat().st_size >= 1_000_000 for p in space.cache.rglob("*") if p.is_file())
+    good_request_works(space)
+
+
+def test_only_segment_is_in_the_api(space):
+    api = space.client.view_api(print_info=False, return_format="dict")
+    assert list(api["named_endpoints"]) == ["/segment"] and not api["unnamed_endpoints"]
+    with pytest.raises(ValueError):
+        space.client.predict("cat, dog", api_name="/describe_classes")
+
+
+def test_a_request_that_waited_too_long_is_told_so(space):
+    from gradio_client.exceptions import AppError
+    from gradio_client import handle_file
+
+    space.predictor.gate.clear()
+    space.predictor.inside.clear()
+    try:
+        first = space.client.submit(handle_file(str(EXAMPLE)), "cat", "decoupled", 0.0, 0.5,
+                                    api_name="/segment")
+        assert space.predictor.inside.wait(60), "the first request never reached the model"
+        second = space.client.submit(handle_file(str(EXAMPLE)), "cat", "decoupled", 0.0, 0.5,
+                                     api_name="/segment")
+        time.sleep(WAIT_LIMIT_S + 1)  # the second one waits behind the first, in the queue
+    finally:
+        space.predictor.gate.set()
+    assert first.result(timeout=120)[4]["classes"][0]["name"] == "cat"
+    with pytest.raises(AppError, match=rf"waited \d+ s for its turn \(at most {WAIT_LIMIT_S} s\)"):
+        second.result(timeout=120)
+    good_request_works(space)
+
+
+def _cache_mb(space: Space) -> float:
+    """MB of the files requests left in Gradio's cache (uploads, outputs, pictures shown)."""
+    files = [p for p in space.cache.rglob("*") if p.is_file() and p not in space.examples]
+    return sum(p.stat().st_size for p in files) / 1e6
+
+
+def test_disk_use_is_bounded_and_drops_after_the_clean_up_interval(space):
+    outputs = (space.cache / "zegformer-outputs").resolve()
+    folders, peak = set(), 0.0
+    for i in range(50):
+        files = quick_segment(space, "noise, sky")[3]
+        folders |= {Path(f["path"]).resolve().parent for f in files}  # as the server wrote them
+        if i % 5 == 4:
+            peak = max(peak, _cache_mb(space))
+    assert len(folders) == 50 and all(f.parent == outputs for f in folders)  # one per request
+    assert peak < DISK_AFTER_50_MB, peak  # an upper bound: old folders go while it runs
+    deadline = time.monotonic() + 3 * OUTPUT_AGE_S + 30  # age + sweep period, on a busy box
+    # Gradio's clean-up can lose track of an upload sent again with the same content (the same
+    # small PNG here): at most that one file may stay; every output folder must go.
+    while time.monotonic() < deadline and (_cache_mb(space) > LEFT_MB or any(outputs.iterdir())):
+        time.sleep(0.5)
+    assert _cache_mb(space) <= LEFT_MB and not any(outputs.iterdir())
+    good_request_works(space)
+
+
+def test_no_outside_address_was_contacted(space):
+    """Last: start-up and every request above, and nothing outside 127.0.0.1 was looked up."""
+    good_request_works(space)
+    assert space.guard.outside == []

@@ -201,6 +201,8 @@ class OutputStore:
     The root is made private (0700) and must be a real folder, not a symbolic link; the sweep
     looks at the root's own entries only: folders and files older than `max_age_s` are deleted
     (`shutil.rmtree` does not follow links inside them), links are unlinked, never followed.
+    A folder's age counts from the time in its name (`<unix seconds>-<random hex>`), as
+    deleting files inside it (Gradio's own cache clean-up) changes its modification time.
     """
 
     def __init__(self, root: Path, max_age_s: float):
@@ -217,9 +219,16 @@ class OutputStore:
         """A fresh, empty folder for one request (old ones are swept first)."""
         self._ensure_root()
         self.sweep()
-        out = self.root / uuid.uuid4().hex
+        out = self.root / f"{time.time():.0f}-{uuid.uuid4().hex}"
         out.mkdir(mode=0o700)
         return out
+
+    @staticmethod
+    def _made_at(entry: os.DirEntry) -> float:
+        stamp = entry.name.split("-", 1)[0]
+        if stamp.isdigit() and not entry.is_symlink():
+            return float(stamp)
+        return entry.stat(follow_symlinks=False).st_mtime
 
     def sweep(self, now: float | None = None) -> int:
         """Delete entries of the root older than max_age_s; returns how many were deleted."""
@@ -234,7 +243,7 @@ class OutputStore:
         with os.scandir(self.root) as entries:
             for entry in entries:
                 try:
-                    age = now - entry.stat(follow_symlinks=False).st_mtime
+                    age = now - self._made_at(entry)
                     if age <= self.max_age_s:
                         continue
                     if entry.is_dir(follow_symlinks=False):
