@@ -10,10 +10,18 @@ and `zegformer.faces.tables` turns the results into what the page shows.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import functools
 import os
 import threading
+from pathlib import Path
 from typing import Any, Callable
+
+# No telemetry: Gradio's analytics (api.gradio.app at start-up) and the Hub's are off before
+# either library is imported (`spaces` imports Gradio).
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 try:  # Hugging Face Spaces: `spaces` must be imported before torch initialises CUDA
     import spaces
@@ -22,16 +30,32 @@ except ImportError:  # everywhere else the app runs without it
 ZERO_GPU = spaces is not None and bool(os.environ.get("SPACES_ZERO_GPU"))
 
 import gradio as gr
+import PIL.Image
+from gradio.route_utils import MultiPartException
+from gradio.utils import get_upload_folder
+from starlette.middleware import Middleware
 
 from zegformer.errors import ZegFormerError
 from zegformer.faces import startup, tables
+from zegformer.faces.guarded_blocks import GuardedBlocks, user_text
 from zegformer.faces.modes import MODE_CHOICES, expand_modes, run_modes
-from zegformer.text import MAX_CLASSES, MAX_NAME_LENGTH
+from zegformer.faces.web_guard import DEFAULT_FRAME_ANCESTORS, GuardMiddleware, OutputStore
+from zegformer.inference.image import MAX_IMAGE_PIXELS
+from zegformer.text import MAX_CLASSES, MAX_NAME_LENGTH, MAX_VOCABULARY_TEXT
 
 CONCURRENCY_LIMIT = 1  # requests running the model at once (one model on one GPU)
 MAX_QUEUE = 32  # requests waiting beyond that; more are told the queue is full
-MAX_UPLOAD = "25MB"  # largest upload accepted by the server
+MAX_UPLOAD = 25_000_000  # bytes: largest file accepted by the server
+MAX_UPLOAD_FILES = 2  # files in one upload request (the page sends one image at a time)
+MAX_REQUEST_BYTES = MAX_UPLOAD + 1_000_000  # one upload request, all files and form overhead
+MAX_BODY_BYTES = 8_000_000  # any other request body (the API's JSON)
 GPU_SECONDS = 120  # ZeroGPU time requested per call
+# Settings a Space owner may change (Variables in the Space's settings):
+MAX_WAIT_ENV = "ZEGFORMER_MAX_WAIT_S"  # a queued request that waited longer is not run
+MAX_WAIT_S = 120.0
+OUTPUT_AGE_ENV = "ZEGFORMER_OUTPUT_MAX_AGE_S"  # outputs and uploads are deleted after this
+OUTPUT_MAX_AGE_S = 600.0
+FRAME_ANCESTORS_ENV = "ZEGFORMER_FRAME_ANCESTORS"  # who may show the app in a frame (CSP)
 DEFAULT_CLASSES = "person, dog, cat, grass, sky, tree, building, road, car"
 INTRO = (
     "# ZegFormer Studio\n"
@@ -57,10 +81,46 @@ class ImageInput(gr.Image):
             return super().preprocess(payload)
         except gr.Error:
             raise
-        except Exception as e:  # PIL: not an image, truncated file, decompression bomb
+        except PIL.Image.DecompressionBombError:  # Gradio's own open() read the header
+            raise gr.Error(
+                f"The image is too large (over {2 * PIL.Image.MAX_IMAGE_PIXELS / 1e6:.0f} MP); "
+                f"at most {MAX_IMAGE_PIXELS / 1e6:g} MP are accepted (downscale it first).",
+                print_exception=False) from None
+        except Exception as e:  # PIL: not an image, truncated file
             raise gr.Error(
                 f"The upload is not an image this app can read ({type(e).__name__}). "
                 "Use a JPEG, PNG, WebP, BMP or TIFF file.", print_exception=False) from None
+
+
+class ClassesInput(gr.Textbox):
+    """The class box: the API takes the classes as one string (GuardedBlocks refuses a list,
+    which Gradio would otherwise turn into the text "['cat', 'dog']")."""
+
+    payload_hint = "one comma-separated string, e.g. 'cat, dog, tv | television'"
+
+    def get_block_name(self) -> str:
+        return "textbox"
+
+
+def _seconds(env: str, default: float) -> float:
+    """A positive number of seconds from the environment variable `env`, else `default`."""
+    raw = os.environ.get(env, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise SystemExit(f"{env} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+def output_store() -> OutputStore:
+    """Where one request's downloads go: a fresh folder inside Gradio's cache (so Gradio serves
+    them without a second copy), deleted after $ZEGFORMER_OUTPUT_MAX_AGE_S seconds."""
+    return OutputStore(Path(get_upload_folder()) / "zegformer-outputs",
+                       _seconds(OUTPUT_AGE_ENV, OUTPUT_MAX_AGE_S))
 
 
 # run_modes with the predictor bound: (image, classes, modes, threshold, progress) -> (rgb, results)
@@ -133,9 +193,9 @@ def _request(model: Any, infer: Infer | None, image, classes, mode, threshold, o
         # On ZeroGPU the model runs in a worker process, where gr.Progress cannot follow.
         report = None if ZERO_GPU else (lambda f, d: progress(f, desc=d))
         rgb, results = infer(image, classes, modes, threshold, report)
-        return tables.respond(rgb, results, opacity, tables.new_output_dir())
+        return tables.respond(rgb, results, opacity, output_store().new_dir())
     except (ZegFormerError, ValueError) as e:
-        raise gr.Error(str(e), print_exception=False) from None
+        raise gr.Error(user_text(str(e)), print_exception=False) from None
 
 
 def segment(model, infer, image, classes, mode, threshold, opacity, progress=gr.Progress()):
@@ -170,7 +230,7 @@ def _preset(current: str, label: str | None, extend: bool) -> str:
     try:
         return startup.fill_classes(current, label, extend)
     except ZegFormerError as e:
-        raise gr.Error(str(e), print_exception=False) from None
+        raise gr.Error(user_text(str(e)), print_exception=False) from None
 
 
 def replace_classes(current: str, label: str | None) -> str:
@@ -193,7 +253,10 @@ def build_demo(model: Any) -> gr.Blocks:
     predictor = None if isinstance(model, str) else model
     infer = serve(predictor) if predictor is not None else None
     rows = example_rows()
-    with gr.Blocks(title="ZegFormer Studio", delete_cache=(3600, 3600)) as demo:
+    age = round(_seconds(OUTPUT_AGE_ENV, OUTPUT_MAX_AGE_S))
+    with GuardedBlocks(title="ZegFormer Studio", analytics_enabled=False,
+                       delete_cache=(max(1, min(60, age // 2)), max(1, age)),
+                       max_wait_s=_seconds(MAX_WAIT_ENV, MAX_WAIT_S)) as demo:
         gr.Markdown(INTRO)
         if predictor is None:
             gr.Markdown(str(model), elem_id="setup-help")
@@ -202,10 +265,13 @@ def build_demo(model: Any) -> gr.Blocks:
                         "(`--random-weights`); its output is meaningless.", elem_id="untrained")
         with gr.Row():
             with gr.Column(scale=2):
-                image = ImageInput(type="filepath", label="Image", elem_id="input-image",
-                                   sources=["upload", "webcam", "clipboard"])
-                classes = gr.Textbox(
+                # image_mode=None: the upload reaches the library as sent; its reader checks the
+                # header's pixel count before decoding and documents its conversions.
+                image = ImageInput(type="filepath", image_mode=None, label="Image",
+                                   elem_id="input-image", sources=["upload", "webcam", "clipboard"])
+                classes = ClassesInput(
                     value=DEFAULT_CLASSES, lines=3, label="Classes", elem_id="classes",
+                    max_length=MAX_VOCABULARY_TEXT,
                     info=f"Commas separate classes; `a | b` = synonyms of one class. At most "
                          f"{MAX_CLASSES} classes of {MAX_NAME_LENGTH} characters.")
                 parsed = gr.Markdown(startup.describe_classes(DEFAULT_CLASSES),
@@ -277,8 +343,43 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
     args = parser.parse_args(argv)
     demo = build_demo(startup.load_app_predictor(random_weights=args.random_weights or None))
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share,
-                max_file_size=MAX_UPLOAD, show_error=False)
+    launch(demo, server_name=args.host, server_port=args.port, share=args.share)
+
+
+def _sweeper(store: OutputStore) -> Callable:
+    """A lifespan for the server: sweeps the output folders while it runs."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Any):
+        async def sweep_forever() -> None:
+            while True:
+                await asyncio.sleep(max(0.5, min(60.0, store.max_age_s / 2)))
+                await asyncio.to_thread(store.sweep)
+
+        task = asyncio.create_task(sweep_forever())
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    return lifespan
+
+
+def launch(demo: gr.Blocks, **kwargs: Any) -> Any:
+    """`demo.launch` with this app's limits: upload and body caps, no fetch routes, security
+    headers and the arrival stamp the wait limit reads (`GuardMiddleware`), the output sweep,
+    no verbose errors, no server-side rendering (its Node server would bypass the guard).
+    `kwargs` are launch's own (server_name, server_port, prevent_thread_lock, ...)."""
+    guard = Middleware(
+        GuardMiddleware, max_upload_files=MAX_UPLOAD_FILES, max_upload_bytes=MAX_REQUEST_BYTES,
+        max_body_bytes=MAX_BODY_BYTES,
+        frame_ancestors=os.environ.get(FRAME_ANCESTORS_ENV) or DEFAULT_FRAME_ANCESTORS,
+        # Gradio's own multipart error: Gradio deletes the partial files and answers 413
+        upload_error=lambda status, message: MultiPartException(message))
+    kwargs.setdefault("show_error", False)
+    return demo.launch(max_file_size=MAX_UPLOAD, ssr_mode=False, enable_monitoring=False,
+                       app_kwargs={"middleware": [guard],
+                                   "lifespan": _sweeper(output_store())}, **kwargs)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def test_extend_keeps_the_box_and_adds_only_new_classes():
 
 def test_describe_classes_shows_the_parsed_list_or_the_problem():
     assert "2 classes" in startup.describe_classes("cat,  tv|television")
-    assert "`tv | television`" in startup.describe_classes("cat,  tv|television")
+    assert r"**tv \| television**" in startup.describe_classes("cat,  tv|television")
     assert "at most" in startup.describe_classes("")
     assert "Cannot use" in startup.describe_classes("cat, CAT")
     many = ", ".join(f"class{i}" for i in range(MAX_CLASSES + 1))
@@ -141,13 +141,15 @@ def test_respond_single_mode_has_no_disagreement_and_checks_opacity(tmp_path):
 
 
 def test_output_dirs_are_fresh_and_old_ones_pruned(tmp_path):
-    a = tables.new_output_dir(tmp_path, max_age_s=60)
-    b = tables.new_output_dir(tmp_path, max_age_s=60)
+    from zegformer.faces.web_guard import OutputStore
+
+    store = OutputStore(tmp_path, max_age_s=60)
+    a, b = store.new_dir(), store.new_dir()
     assert a != b and a.is_dir() and b.is_dir()
-    old = time.time() - 120
-    os.utime(a, (old, old))
-    tables.new_output_dir(tmp_path, max_age_s=60)
-    assert not a.exists() and b.exists()
+    old = tmp_path / f"{time.time() - 120:.0f}-{a.name.split('-')[1]}"  # made 2 minutes ago
+    a.rename(old)
+    store.new_dir()
+    assert not old.exists() and b.exists()
 
 
 def test_run_modes_spreads_progress_over_modes_and_decodes_once(tmp_path):
@@ -232,7 +234,8 @@ def test_the_callbacks_segment_in_memory(tiny_predictor):
                       0.6, progress=no_progress)
     confidences, table, disagreement, files, data, status, parsed = out
     assert data["mode"] == "both" and set(data["results"]) == {"decoupled", "pixel"}
-    assert data["opacity"] == 0.6 and isinstance(disagreement, Image.Image)
+    assert data["opacity"] == 0.6 and disagreement in files  # the file written, not a copy
+    assert Image.open(disagreement).width == data["image_size"]["width"]
     assert all(Path(f).is_file() for f in files) and "**pixel:**" in status
     assert "2 classes" in parsed and set(confidences) == {"cat", "wall | partition"}
 

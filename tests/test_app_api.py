@@ -40,7 +40,8 @@ def client(tmp_path_factory):
 
     demo = app.build_demo(load_random_predictor())
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+               quiet=True)
     try:
         yield Client(f"http://127.0.0.1:{port}/", verbose=False,
                      download_files=str(tmp_path_factory.mktemp("downloads")))
@@ -173,7 +174,8 @@ def test_without_weights_the_api_says_what_to_set(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     demo = app.build_demo(startup.load_app_predictor())
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+               quiet=True)
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         with pytest.raises(AppError, match="ZEGFORMER_WEIGHTS"):

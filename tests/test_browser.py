@@ -40,7 +40,8 @@ def app_url(tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+               quiet=True)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
@@ -158,3 +159,29 @@ def test_example_and_preset_work_on_click(page):
     page.click("#preset-replace")
     expect(page.locator("#classes textarea")).to_have_value(re.compile(r"^aeroplane, bicycle"))
     expect(page.locator("#parsed-classes")).to_contain_text("20 classes")
+
+
+def test_class_names_with_markup_are_shown_as_text(page):
+    """Issue 11: a class name with backticks and HTML stays text in the class list, the toast
+    and the table (no element is made from it, no handler runs)."""
+    from playwright.sync_api import expect
+
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    markup = "x`<img src=x onerror=alert(1)>`y"
+    page.set_input_files("#input-image input[type=file]", str(ROOT / "examples" / "coffee.jpg"))
+    page.fill("#classes textarea", f"{markup}, {markup.upper()}")
+    expect(page.locator("#parsed-classes")).to_contain_text("listed twice")
+    assert "<img src=x onerror=alert(1)>" in page.inner_text("#parsed-classes").lower()
+    page.click("#run")
+    toast = page.locator(".toast-body").first
+    expect(toast).to_contain_text("listed twice")
+    assert "<img src=x onerror=alert(1)>" in toast.inner_text().lower()
+    page.fill("#classes textarea", f"{markup}, cup")
+    expect(page.locator("#parsed-classes")).to_contain_text("2 classes")
+    page.click("#run")
+    expect(page.locator("#status")).to_contain_text("decoupled:")
+    expect(page.locator("#class-table")).to_contain_text("<img src=x onerror=alert(1)>")
+    for where in ("#parsed-classes", ".toast-body", "#class-table", "#confidences"):
+        assert page.locator(f"{where} img").count() == 0, where
+    assert dialogs == []

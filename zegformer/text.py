@@ -24,6 +24,8 @@ from .text_cache import TextDiskCache
 
 MAX_CLASSES = 1000  # per request (ADE20K-Full has 847)
 MAX_NAME_LENGTH = 160  # characters per class name, synonyms included (official ADE names reach 113)
+MAX_VOCABULARY_TEXT = 50_000  # characters of all names together, checked before any parsing
+#                               (the ADE20K-Full preset, 847 classes with synonyms: 13,417)
 TEMPLATES_FILE = resources.prompt_templates_file()
 CLIP_TEMPLATES = "imagenet_select_clip"  # the official template set for CLIP crop classification
 
@@ -69,13 +71,22 @@ def parse_classes(classes: str | Sequence[str], max_classes: int = MAX_CLASSES) 
         The class names, whitespace-normalised (NFKC), synonyms written "a | b".
 
     Raises:
-        VocabularyError: empty list, too many classes, duplicates (case-insensitive), a name that
-        is too long, has control characters or no letters.
+        VocabularyError: more than MAX_VOCABULARY_TEXT characters (refused before parsing), empty
+        list, too many classes, duplicates (case-insensitive), a name that is too long, has
+        control characters or no letters.
     """
     if isinstance(classes, str):
-        items = re.split(r"[,\n;]", classes)
+        length = len(classes)
+        items = re.split(r"[,\n;]", classes) if length <= MAX_VOCABULARY_TEXT else []
     else:
+        classes = list(classes)
+        if 2 * len(classes) > MAX_VOCABULARY_TEXT:  # each name counts with a separator
+            raise VocabularyError(f"too many classes ({len(classes)}); at most {max_classes}")
         items = [str(c) for c in classes]
+        length = sum(len(c) + 2 for c in items)
+    if length > MAX_VOCABULARY_TEXT:
+        raise VocabularyError(f"the class list is too long ({length} characters; at most "
+                              f"{MAX_VOCABULARY_TEXT})")
     names = []
     for item in items:
         item = _clean(item)
@@ -85,10 +96,11 @@ def parse_classes(classes: str | Sequence[str], max_classes: int = MAX_CLASSES) 
         if any(not p for p in parts):
             raise VocabularyError(f"empty synonym in {item!r}: write synonyms as 'tv | television'")
         names.append(_check_name(" | ".join(parts)))
+        if len(names) > max_classes:
+            count = sum(1 for i in items if i.strip())
+            raise VocabularyError(f"too many classes ({count}); at most {max_classes}")
     if not names:
         raise VocabularyError("no class names given: type at least one, e.g. 'cat, dog, grass'")
-    if len(names) > max_classes:
-        raise VocabularyError(f"too many classes ({len(names)}); at most {max_classes}")
     seen: dict[str, str] = {}
     for n in names:
         key = n.casefold()

@@ -5,8 +5,10 @@ No Gradio here (the module imports without it), and no model logic.
 """
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -124,9 +126,17 @@ def fill_classes(current: str, label: str, extend: bool) -> str:
     return ", ".join([current.strip().rstrip(",")] + extra) if extra else current
 
 
+def markdown_text(text: str) -> str:
+    """User text shown literally inside Markdown: every ASCII punctuation mark is
+    backslash-escaped (no code span, link or emphasis can start) and <, > and & become HTML
+    entities (no tag can start), so "x`<img src=x>`y" is shown as typed."""
+    escaped = re.sub(r"([!-%'-/:;=?@\[-`{-~])", r"\\\1", text)  # all but & < >
+    return html.escape(escaped, quote=False)
+
+
 def describe_names(names: Sequence[str]) -> str:
     """Markdown listing parsed class names (the first SHOWN_NAMES, then a count)."""
-    shown = ", ".join(f"`{n}`" for n in names[:SHOWN_NAMES])
+    shown = ", ".join(f"**{markdown_text(n)}**" for n in names[:SHOWN_NAMES])
     more = f" and {len(names) - SHOWN_NAMES} more" if len(names) > SHOWN_NAMES else ""
     return f"**{len(names)} class{'es' if len(names) != 1 else ''}:** {shown}{more}"
 
@@ -141,5 +151,5 @@ def describe_classes(text: str) -> str:
     try:
         names = parse_classes(text)
     except ZegFormerError as e:
-        return f"**Cannot use this list:** {e}"
+        return f"**Cannot use this list:** {markdown_text(str(e))}"
     return describe_names(names)

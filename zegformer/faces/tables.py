@@ -5,16 +5,11 @@ No Gradio here (the module imports without it), and no model logic.
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
-import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from PIL import Image
 
 from ..inference.result import SegmentationResult
 from ..viz import drawing
@@ -22,7 +17,6 @@ from ..viz.export import APP_LAYOUT, MODE_TITLES, write_results
 from .startup import describe_names
 
 TABLE_HEADERS = ["class", "split", "mode", "confidence", "area %", "found"]
-OUTPUT_MAX_AGE_S = 3600  # per-request output folders older than this are deleted
 
 # one gr.AnnotatedImage: ((base image, [(mask, "name 87%")]), title, {"name 87%": "#rrggbb"})
 OverlayView = tuple[tuple[np.ndarray, list[tuple[np.ndarray, str]]], str, dict[str, str]]
@@ -34,7 +28,7 @@ class Response:
 
     confidences: dict[str, float]  # gr.Label value (first mode)
     table: list[list[Any]]  # rows under TABLE_HEADERS
-    disagreement: Image.Image | None  # only when two modes ran
+    disagreement: str | None  # the disagreement map's file (only when two modes ran)
     files: list[str] = field(default_factory=list)  # downloads
     data: dict[str, Any] = field(default_factory=dict)  # the JSON document
     status: str = ""  # Markdown status line
@@ -98,26 +92,12 @@ def respond(image: Any, results: Sequence[SegmentationResult], opacity: float,
         out_dir: where the downloads are written.
     """
     written = write_results(out_dir, image, results, opacity, APP_LAYOUT)
-    return Response(
+    diff = Path(out_dir) / APP_LAYOUT.disagreement_name
+    return Response(  # the pictures go out as the files written (Gradio copies no PIL image)
         confidences={c.name: float(c.confidence) for c in results[0].classes},
-        table=table_rows(results), disagreement=written.disagreement,
+        table=table_rows(results),
+        disagreement=str(diff) if written.disagreement is not None else None,
         files=[str(p) for p in written.files], data=written.document,
         status=status_line(results), parsed=describe_names(results[0].class_names),
         overlays=overlay_views(written.image, results, opacity),
     )
-
-
-def new_output_dir(root: Path | None = None, max_age_s: float = OUTPUT_MAX_AGE_S) -> Path:
-    """A fresh folder for one request's files; folders older than `max_age_s` are removed."""
-    root = root or Path(tempfile.gettempdir()) / "zegformer-app"
-    root.mkdir(parents=True, exist_ok=True)
-    now = time.time()
-    for old in root.iterdir():
-        try:
-            if old.is_dir() and now - old.stat().st_mtime > max_age_s:
-                shutil.rmtree(old, ignore_errors=True)
-        except OSError:  # removed by a concurrent request
-            continue
-    out = root / uuid.uuid4().hex
-    out.mkdir()
-    return out

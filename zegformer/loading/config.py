@@ -7,7 +7,10 @@ project uses), the `_BASE_` chain of the file, the file itself, then `--opts KEY
 Safety: files are parsed with `yaml.SafeLoader`. The official base files contain
 `!!python/object/apply:eval ["[int(x * 0.1 * 640) for x in range(5, 16)]"]` (a training-only
 key); such a tag is never evaluated: it becomes an `UnsafeValue` placeholder holding the text,
-and reading it as a number fails with a clear message.
+and reading it as a number fails with a clear message. YAML anchors and aliases (`&a`, `*a`) are
+refused while parsing (no official config uses them, and a 1 KB "billion laughs" file of nested
+aliases would otherwise expand into billions of values); so are files over `MAX_CONFIG_BYTES`
+and nesting deeper than `MAX_CONFIG_DEPTH`.
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ from .. import resources
 from ..errors import ConfigError
 
 CONFIG_DIR = resources.config_dir()
+MAX_CONFIG_BYTES = 1_000_000  # the official configs are under 2 KB each
+MAX_CONFIG_DEPTH = 50  # nested mappings / lists in one file (the official ones use 5)
 
 
 class CfgNode(dict):
@@ -195,8 +200,28 @@ def default_config() -> CfgNode:
     )
 
 
+class _RefusedYaml(yaml.YAMLError):
+    """A construct `_SafeLoader` does not read (anchor, alias, too deep); the message says which."""
+
+
 class _SafeLoader(yaml.SafeLoader):
-    """SafeLoader that turns `!!python/...` tags into inert `UnsafeValue` text."""
+    """SafeLoader that turns `!!python/...` tags into inert `UnsafeValue` text and refuses
+    anchors / aliases and deep nesting before any node is built (no alias is ever expanded)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        line = event.start_mark.line + 1 if event.start_mark is not None else "?"
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _RefusedYaml(f"line {line}: YAML anchors and aliases (&name, *name) are not "
+                               "allowed in config files; write the values out")
+        depth = getattr(self, "_zf_depth", 0)
+        if depth >= MAX_CONFIG_DEPTH:
+            raise _RefusedYaml(f"line {line}: nested deeper than {MAX_CONFIG_DEPTH} levels")
+        self._zf_depth = depth + 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._zf_depth = depth
 
 
 def _inert_python_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> UnsafeValue:
@@ -212,10 +237,21 @@ _SafeLoader.add_multi_constructor("tag:yaml.org,2002:python/", _inert_python_tag
 
 def _read_yaml(path: Path) -> dict:
     try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config ({e.strerror})") from None
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: config file is too large ({size} bytes; at most "
+                          f"{MAX_CONFIG_BYTES})")
+    try:
         with open(path, encoding="utf-8") as f:
             data = yaml.load(f, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
+    except _RefusedYaml as e:
+        raise ConfigError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
