@@ -268,7 +268,8 @@ def build_demo(model: Any) -> gr.Blocks:
                 # image_mode=None: the upload reaches the library as sent; its reader checks the
                 # header's pixel count before decoding and documents its conversions.
                 image = ImageInput(type="filepath", image_mode=None, label="Image",
-                                   elem_id="input-image", sources=["upload", "webcam", "clipboard"])
+                                   elem_id="input-image",
+                                   sources=["upload", "webcam", "clipboard"])
                 classes = ClassesInput(
                     value=DEFAULT_CLASSES, lines=3, label="Classes", elem_id="classes",
                     max_length=MAX_VOCABULARY_TEXT,
