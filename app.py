@@ -139,12 +139,12 @@ def serve(predictor: Any) -> Infer:
     lock = threading.Lock()
 
     @on_gpu
-    def on_device(image, classes, modes, threshold, progress=None):
-        return run_modes(predictor, image, classes, modes, threshold, progress)
+    def on_device(image, classes, modes, threshold, progress=None, tta=False):
+        return run_modes(predictor, image, classes, modes, threshold, progress, tta=tta)
 
-    def infer(image, classes, modes, threshold, progress=None):
+    def infer(image, classes, modes, threshold, progress=None, tta=False):
         with lock:
-            return on_device(image, classes, modes, threshold, progress)
+            return on_device(image, classes, modes, threshold, progress, tta)
 
     return infer
 
@@ -154,11 +154,11 @@ def remembered(infer: Infer, size: int) -> Infer:
     an example shows it again at once, without running the model."""
 
     @functools.lru_cache(maxsize=max(1, size))
-    def answer(image, classes, modes, threshold):
-        return infer(image, classes, modes, threshold)
+    def answer(image, classes, modes, threshold, tta):
+        return infer(image, classes, modes, threshold, **({"tta": True} if tta else {}))
 
-    def run(image, classes, modes, threshold, progress=None):
-        return answer(image, classes, tuple(modes), threshold)
+    def run(image, classes, modes, threshold, progress=None, tta=False):
+        return answer(image, classes, tuple(modes), threshold, bool(tta))
 
     return run
 
@@ -181,7 +181,7 @@ def example_rows() -> list[list[Any]]:
 # `model` is the loaded predictor or the Markdown saying why there is none; `infer` is
 # `serve(model)` (None without a model). `build_demo` binds both.
 def _request(model: Any, infer: Infer | None, image, classes, mode, threshold, opacity,
-             progress) -> tables.Response:
+             progress, tta: bool = False) -> tables.Response:
     if isinstance(model, str) or infer is None:
         plain = str(model).replace("**", "").replace("`", "")
         raise gr.Error(plain, title="No model loaded", print_exception=False)
@@ -192,7 +192,8 @@ def _request(model: Any, infer: Infer | None, image, classes, mode, threshold, o
         progress(0.0, desc="starting")
         # On ZeroGPU the model runs in a worker process, where gr.Progress cannot follow.
         report = None if ZERO_GPU else (lambda f, d: progress(f, desc=d))
-        rgb, results = infer(image, classes, modes, threshold, report)
+        extra = {"tta": True} if tta else {}  # test-time augmentation: the page's checkbox
+        rgb, results = infer(image, classes, modes, threshold, report, **extra)
         return tables.respond(rgb, results, opacity, output_store().new_dir())
     except (ZegFormerError, ValueError) as e:
         raise gr.Error(user_text(str(e)), print_exception=False) from None
@@ -209,11 +210,12 @@ def segment(model, infer, image, classes, mode, threshold, opacity, progress=gr.
     return _request(model, infer, image, classes, mode, threshold, opacity, progress).api_values()
 
 
-def segment_and_show(model, infer, image, classes, mode, threshold, opacity,
+def segment_and_show(model, infer, image, classes, mode, threshold, opacity, tta=False,
                      progress=gr.Progress()):
     """`segment` for the page: the same outputs, then the two overlays, drawn from the results
-    in memory (the second one only in "both" mode)."""
-    response = _request(model, infer, image, classes, mode, threshold, opacity, progress)
+    in memory (the second one only in "both" mode); `tta` is the test-time augmentation box."""
+    response = _request(model, infer, image, classes, mode, threshold, opacity, progress,
+                        bool(tta))
     views = [gr.update(value=value, label=title, color_map=colors)
              for value, title, colors in response.overlays]
     return response.api_values() + tuple((views + [None, None])[:2])
@@ -289,6 +291,9 @@ def build_demo(model: Any) -> gr.Blocks:
                                       label="Threshold (pixels less confident stay unlabelled)")
                 opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Overlay opacity",
                                     elem_id="opacity")
+                tta_box = gr.Checkbox(False, elem_id="tta",
+                                      label="Test-time augmentation (the official 12 passes: "
+                                            "sizes x flip, averaged; about 12x slower)")
                 run_btn = gr.Button("Segment", variant="primary", elem_id="run")
             with gr.Column(scale=3):
                 status = gr.Markdown(elem_id="status")
@@ -315,7 +320,7 @@ def build_demo(model: Any) -> gr.Blocks:
         private = dict(api_visibility="private", queue=False)
         # /segment: the button's work without the overlays, an endpoint with no trigger on the page
         gr.on([], bind(segment, model, infer), inputs, outputs, api_name="segment", **on_model)
-        run_btn.click(bind(segment_and_show, model, infer), inputs, shown,
+        run_btn.click(bind(segment_and_show, model, infer), inputs + [tta_box], shown,
                       api_visibility="private", **on_model)
         classes.change(startup.describe_classes, classes, parsed, **private)
         mode.change(show_second_view, mode, [overlay2, disagreement], **private)
@@ -327,8 +332,8 @@ def build_demo(model: Any) -> gr.Blocks:
                                    visible_columns=[0, 1], api_visibility="private",
                                    elem_id="examples")
             examples.load_input_event.then(
-                bind(segment_and_show, model, remembered(infer, len(rows))), inputs, shown,
-                api_visibility="private", **on_model)
+                bind(segment_and_show, model, remembered(infer, len(rows))), inputs + [tta_box],
+                shown, api_visibility="private", **on_model)
         elif rows:
             gr.Examples(rows, inputs, label="Examples", visible_columns=[0, 1])
     demo.queue(max_size=MAX_QUEUE, default_concurrency_limit=CONCURRENCY_LIMIT)

@@ -262,6 +262,11 @@ def test_the_callbacks_segment_in_memory(tiny_predictor):
     with pytest.raises(gr.Error, match="threshold"):
         app.segment(tiny_predictor, infer, str(CAT), "cat", "decoupled", 2.0, 0.5,
                     progress=no_progress)
+    # the page's test-time augmentation box: the official passes, named on the status line
+    shown = app.segment_and_show(tiny_predictor, infer, str(CAT), "cat, wall", "decoupled", 0.0,
+                                 0.5, True, progress=no_progress)
+    assert shown[4]["results"]["decoupled"]["tta_passes"] == 12
+    assert "test-time augmentation: 12 passes" in shown[5]
 
 
 def test_a_second_click_on_an_example_does_not_run_the_model():
