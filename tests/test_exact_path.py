@@ -103,7 +103,7 @@ def test_shared_crops_give_the_plain_logits(clip, style):
     torch.testing.assert_close(fast, plain, atol=1e-5, rtol=0)
     assert plain_tower.calls == [5, 5, 2]  # official: every crop, `chunk` at a time
     assert sum(tower.calls) == stats["encoded"] < len(masks)
-    assert len(tower.calls) == 1  # all distinct crops in one call (batch_size 32)
+    assert len(tower.calls) == 1  # all 8 distinct crops in one call (batch_size 20)
     if style == "cropmask":
         assert stats == {"segments": 12, "skipped": 0, "distinct": distinct, "cached": 0,
                          "encoded": distinct}
