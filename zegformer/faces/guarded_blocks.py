@@ -1,9 +1,9 @@
 """`GuardedBlocks`: gr.Blocks that checks what an API caller sends before Gradio acts on it.
 
 Gradio itself would, for an image input: download an `http(s)://` path (a server-side fetch),
-copy a server file named by a plain path into its cache and hand it to the callback, and answer
-a string or a list with a generic "error" (no message). For a number input it answers 'abc' or
-null the same way, and it turns a JSON list sent to a text box into the text "['cat', 'dog']".
+and answer a plain path, a server file's path (which it refuses), a string or a list with a
+generic "error" (no message). For a number input it answers 'abc' or null the same way, and it
+turns a JSON list sent to a text box into the text "['cat', 'dog']".
 Here each of these gets one clear line, before anything is fetched, copied or parsed; the value
 checks (ranges, class names, pixels) stay with the components and the library.
 
