@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import WeightsError
-from .checkpoint import load_state_dict_strict, read_state_dict, unwrap_state_dict
+from .checkpoint import is_safetensors_file, load_state_dict_strict, read_state_dict, unwrap_state_dict
 
 TINY_CLIP = "tiny"
 _TINY_ARCH = "zegformer-tiny-clip"
@@ -79,10 +79,13 @@ def build_clip(name: str, weights: str | os.PathLike | None = None, *, seed: int
     path = Path(weights)
     if not path.is_file():
         raise WeightsError(f"CLIP weights file not found: {path}")
-    try:
-        sd = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
-    except Exception:
-        sd = None  # OpenAI's own .pt files are TorchScript archives
+    if is_safetensors_file(path):  # e.g. open_clip's own open_clip_model.safetensors
+        sd = read_state_dict(path)
+    else:
+        try:
+            sd = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
+        except Exception:
+            sd = None  # OpenAI's own .pt files are TorchScript archives
     if sd is None:
         try:
             model = oc.load_openai_model(str(path), precision="fp32", device="cpu")

@@ -63,9 +63,9 @@ def load_predictor(config: str | os.PathLike = DEFAULT_CONFIG,
     if path is None:
         raise WeightsError(
             "no ZegFormer weights given: pass weights=PATH (CLI: --opts MODEL.WEIGHTS PATH), or set "
-            f"{WEIGHTS_ENV} to a local .pth file or hf://owner/repo/file")
+            f"{WEIGHTS_ENV} to a local .safetensors / .pth file or hf://owner/repo/file")
     state = read_state_dict(path, trust_pickle=trust_pickle)
-    fmt = detect_format(state)
+    fmt = detect_format(state, str(path))
     if fmt in ("d2_backbone", "backbone_only"):
         raise WeightsError(f"{path} holds only an ImageNet backbone, not a trained ZegFormer; "
                            "use an official ZegFormer checkpoint")
