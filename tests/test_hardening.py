@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -724,14 +725,15 @@ def _cache_mb(space: Space) -> float:
 
     The server's clean-up runs meanwhile: a file listed and then deleted counts as gone."""
     total = 0
-    for p in space.cache.rglob("*"):
-        if p in space.examples:
-            continue
-        try:
-            if p.is_file():
+    for folder, _, names in os.walk(space.cache):  # os.walk skips folders removed meanwhile
+        for name in names:
+            p = Path(folder) / name
+            if p in space.examples:
+                continue
+            try:
                 total += p.stat().st_size
-        except FileNotFoundError:
-            pass
+            except FileNotFoundError:
+                pass
     return total / 1e6
 
 

@@ -164,19 +164,82 @@ def _resize_nearest(label_map: np.ndarray, shape: tuple[int, int]) -> np.ndarray
     return np.asarray(img.resize((shape[1], shape[0]), Image.Resampling.NEAREST)).astype(np.int64)
 
 
+RUN_FORMAT = 2  # 1 recorded only the number of classes
+
+
+def run_ident(model: str, opts: EvalOptions, class_names: list[str]) -> dict[str, Any]:
+    """What identifies the predictions in a folder: the model, its config and --opts, the mode,
+    the dataset and the class list (names, in order)."""
+    return {"format": RUN_FORMAT, "model": model, "config": opts.config_file,
+            "opts": list(opts.opts), "mode": opts.mode, "dataset": opts.dataset,
+            "classes": list(class_names)}
+
+
+def _class_difference(here: list[str], saved: list[str]) -> str | None:
+    """What differs between two class lists, in words (None when equal)."""
+    if here == saved:
+        return None
+    if len(here) != len(saved):
+        return f"this run has {len(here)} classes but the saved predictions {len(saved)}"
+    diff = [i for i, (a, b) in enumerate(zip(here, saved)) if a != b]
+    i = diff[0]
+    more = f" (and {len(diff) - 1} more classes differ)" if len(diff) > 1 else ""
+    return f"class {i} is {here[i]!r} here but {saved[i]!r} in the saved predictions{more}"
+
+
+def run_differences(ident: dict[str, Any], saved: dict[str, Any],
+                    keys: tuple[str, ...] = ("model", "config", "opts", "mode", "dataset", "tta")
+                    ) -> list[str]:
+    """One phrase per difference between this run's ident and a saved one."""
+    if "classes" not in saved:
+        return ["the saved predictions come from an older version that recorded only the number "
+                f"of classes ({saved.get('n_classes')}), not their names"]
+    out = [f"{key} is {ident.get(key)!r} here but {saved.get(key)!r} in the saved predictions"
+           for key in keys if ident.get(key) != saved.get(key)]
+    classes = _class_difference(ident["classes"], list(saved["classes"]))
+    return out + ([classes] if classes else [])
+
+
+def _read_run_file(path: Path) -> dict[str, Any]:
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"cannot read {path}: {e}; delete it (and the predictions beside it) "
+                           "to start over") from e
+    if not isinstance(saved, dict):
+        raise DatasetError(f"{path} is not a run file (expected a JSON object)")
+    return saved
+
+
 def _check_run_file(pred_dir: Path, ident: dict[str, Any], info: DistInfo) -> None:
     """Refuse to mix predictions of different models / modes / class lists in one folder."""
     path = pred_dir / RUN_FILE
     if path.is_file():
-        old = json.loads(path.read_text(encoding="utf-8"))
-        if old != ident:
+        differences = run_differences(ident, _read_run_file(path))
+        if differences:
             raise DatasetError(
-                f"{pred_dir} holds predictions of another run ({old}); this run is {ident}. "
+                f"{pred_dir} holds predictions of another run: {'; '.join(differences)}. "
                 "Use a new --output, or delete that folder to start over.")
     elif info.is_main:
         tmp = path.with_name(f".{RUN_FILE}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(ident, indent=1) + "\n", encoding="utf-8")
         os.replace(tmp, path)
+
+
+def check_saved_class_list(pred_dir: Path, class_names: list[str]) -> None:
+    """--from-predictions: refuse a folder whose run file names another class list."""
+    path = pred_dir / RUN_FILE
+    if not path.is_file():
+        return  # predictions made elsewhere: nothing records their classes
+    saved = _read_run_file(path)
+    if "classes" not in saved:
+        if saved.get("n_classes") not in (None, len(class_names)):
+            raise DatasetError(f"{pred_dir} holds predictions for {saved.get('n_classes')} "
+                               f"classes but this dataset has {len(class_names)}")
+        return
+    difference = _class_difference(list(class_names), list(saved["classes"]))
+    if difference:
+        raise DatasetError(f"{pred_dir} holds predictions for another class list: {difference}")
 
 
 def _predict_or_load(record: Record, ds: EvalDataset, gt: np.ndarray, pred_dir: Path,
@@ -243,13 +306,13 @@ def _run(opts: EvalOptions, info: DistInfo, t0: float,
         pred_dir = Path(opts.from_predictions)
         if not pred_dir.is_dir():
             raise DatasetError(f"--from-predictions {pred_dir} is not a directory")
+        check_saved_class_list(pred_dir, list(ds.vocab.classes))
         model = None
     else:
         pred_dir = out / PRED_DIR
         pred_dir.mkdir(parents=True, exist_ok=True)
         model = _Model(opts, info, predictor)
-        ident = {"model": model.ident(), "opts": list(opts.opts), "mode": opts.mode,
-                 "dataset": opts.dataset, "n_classes": len(ds.vocab.classes)}
+        ident = run_ident(model.ident(), opts, list(ds.vocab.classes))
         if opts.tta:  # only when on, so that folders written before --tta existed still resume
             ident["tta"] = True
         _check_run_file(pred_dir, ident, info)
