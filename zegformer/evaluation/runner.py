@@ -153,8 +153,11 @@ class _Model:
 
         predictor = self.load()
         rgb = limit_size(image, predictor.max_side)
-        # Predictor.scores, not predict: the dataset's class list is trusted data, and the app's
-        # limits (200 classes, 100-character names) would refuse ADE20K-Full's official names.
+        # Not predict: the dataset's class list is trusted data, and the app's limits on names
+        # would refuse some of ADE20K-Full's official ones. label_map equals
+        # scores(...).argmax(0) but resizes only the classes that can win a pixel.
+        if hasattr(predictor, "label_map"):
+            return predictor.label_map(rgb, list(names), mode, tta=self.tta()).astype(np.int32)
         probs = predictor.scores(rgb, list(names), mode, tta=self.tta())  # K x h x w
         return probs.argmax(axis=0).astype(np.int32)
 

@@ -8,7 +8,8 @@
 
 A user-facing mode ("decoupled" or "pixel") resolves to one of these through `resolve_mode`:
 "pixel" means dense CLIP with a ZegFormer checkpoint and the baseline head with a baseline one.
-Each function reads what it needs from `ScoringInputs` and returns float scores on the device.
+Each function reads what it needs from `ScoringInputs` and returns float scores on the device:
+K x H x W at the input size, or, when `inputs.lazy`, a `ScoreMaps` that resizes on demand.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from . import scoring
 from .crop_cache import CropFeatureCache
 from ..text import CLIP_TEMPLATES
 from .preprocess import Preprocessed, normalize_and_pad, resize_shortest_edge
+from .score_maps import ScoreMaps
 from .tta import TTAPass
 
 USER_MODES = ("decoupled", "pixel")
@@ -63,6 +65,7 @@ class ScoringInputs:
     plain: bool = False  # the official algorithm step for step (benchmarks): every CLIP crop encoded
     crop_stats: dict[str, int] | None = None  # filled by the decoupled mode: CLIP crop counts
     crop_features: CropFeatureCache | None = None  # CLIP crop features kept across calls
+    lazy: bool = False  # return a ScoreMaps (scores at the working resolution), not K x H x W
 
     @property
     def device(self) -> torch.device:
@@ -92,11 +95,14 @@ class ScoringInputs:
         return Preprocessed(resized=x, image=normalize_and_pad(x, mean, std, divisor))
 
 
+ModeFn = Callable[[ScoringInputs], "torch.Tensor | ScoreMaps"]
+
+
 @dataclass(frozen=True)
 class ScoringMode:
     name: str
     model_kind: str  # the `kind` of model it needs
-    fn: Callable[[ScoringInputs], torch.Tensor]
+    fn: ModeFn
 
 
 SCORING_MODES: dict[str, ScoringMode] = {}
@@ -104,7 +110,7 @@ SCORING_MODES: dict[str, ScoringMode] = {}
 
 def register_mode(name: str, model_kind: str):
     """Decorator adding a scoring function to SCORING_MODES under `name`."""
-    def add(fn: Callable[[ScoringInputs], torch.Tensor]) -> Callable[[ScoringInputs], torch.Tensor]:
+    def add(fn: ModeFn) -> ModeFn:
         SCORING_MODES[name] = ScoringMode(name, model_kind, fn)
         return fn
     return add
@@ -121,6 +127,21 @@ def resolve_mode(mode: str, model_kind: str) -> ScoringMode:
     return SCORING_MODES["decoupled" if mode == "decoupled" else "dense_clip"]
 
 
+def finish(inp: ScoringInputs, compute: Callable[[], torch.Tensor], valid_size: tuple[int, int],
+           gamma: float = 0.0) -> torch.Tensor | ScoreMaps:
+    """Every mode's last step: `compute()` (K x h' x w' at the working resolution, >= 0: every
+    mode computes probabilities or sums of them), cropped to `valid_size`, resized to the input
+    size, `gamma` subtracted from seen classes.
+
+    Returns K x H x W, or with `inp.lazy` the `ScoreMaps` (working-resolution maps computed now).
+    """
+    maps = ScoreMaps(compute, valid_size, inp.size, inp.seen, gamma, nonnegative=True)
+    if inp.lazy:
+        maps.scores()
+        return maps
+    return maps.full()
+
+
 def model_input(inp: ScoringInputs) -> Preprocessed:
     """The image as the checkpoint's model sees it (MIN_SIZE_TEST, PIXEL_MEAN/STD, padding)."""
     s = inp.settings
@@ -130,7 +151,7 @@ def model_input(inp: ScoringInputs) -> Preprocessed:
 
 
 @register_mode("decoupled", "zegformer")
-def decoupled(inp: ScoringInputs) -> torch.Tensor:
+def decoupled(inp: ScoringInputs) -> torch.Tensor | ScoreMaps:
     """ZegFormer's segment-level scoring: the official `sem_seg` (see `scoring` for the formula)."""
     s = inp.settings
     pre = model_input(inp)
@@ -163,13 +184,12 @@ def decoupled(inp: ScoringInputs) -> torch.Tensor:
         probs = scoring.decoupled_segment_probs(
             seg_logits, inp.seen, clip_logits=clip_logits, ensembling=s.ensembling,
             all_classes_as_novel=s.ensembling_all_cls, lam=s.ensemble_lambda)
-        sem = scoring.semantic_merge(probs, masks)
-        sem = scoring.postprocess(sem, pre.size, inp.size)
-        return scoring.calibrate(sem, inp.seen, s.gzero_calibrate)
+        return finish(inp, lambda: scoring.semantic_merge(probs, masks), pre.size,
+                      s.gzero_calibrate)
 
 
 @register_mode("dense_clip", "zegformer")
-def dense_clip(inp: ScoringInputs) -> torch.Tensor:
+def dense_clip(inp: ScoringInputs) -> torch.Tensor | ScoreMaps:
     """Pixel-level scoring with dense CLIP features: softmax over classes of scale * cosine."""
     s = inp.settings
     text = inp.text(CLIP_TEMPLATES)
@@ -181,13 +201,17 @@ def dense_clip(inp: ScoringInputs) -> torch.Tensor:
         feats = inp.clip.dense_features(img).float()[0]  # D x gh x gw
     with inp.timer("merge"):
         logits = inp.clip.logit_scale.float() * torch.einsum("dhw,kd->khw", feats, text)
-        logits = F.interpolate(logits[None], size=img.shape[-2:], mode="bilinear",
+
+        def compute() -> torch.Tensor:
+            up = F.interpolate(logits[None], size=img.shape[-2:], mode="bilinear",
                                align_corners=False)[0]
-        return scoring.postprocess(scoring.pixel_probs(logits), tuple(x.shape[-2:]), inp.size)
+            return scoring.pixel_probs(up)
+
+        return finish(inp, compute, tuple(x.shape[-2:]))
 
 
 @register_mode("per_pixel_baseline", "per_pixel_baseline")
-def per_pixel_baseline(inp: ScoringInputs) -> torch.Tensor:
+def per_pixel_baseline(inp: ScoringInputs) -> torch.Tensor | ScoreMaps:
     """The official per-pixel baseline head: softmax over classes of its per-pixel logits."""
     s = inp.settings
     pre = model_input(inp)
@@ -196,7 +220,10 @@ def per_pixel_baseline(inp: ScoringInputs) -> torch.Tensor:
     emb = inp.model(pre.image)
     with inp.timer("merge"):
         logits = inp.model.classify(emb, text)
-        logits = F.interpolate(logits.float(), scale_factor=4, mode="bilinear",
+
+        def compute() -> torch.Tensor:
+            up = F.interpolate(logits.float(), scale_factor=4, mode="bilinear",
                                align_corners=False)[0]
-        sem = scoring.postprocess(scoring.pixel_probs(logits), pre.size, inp.size)
-        return scoring.calibrate(sem, inp.seen, s.gzero_calibrate)
+            return scoring.pixel_probs(up)
+
+        return finish(inp, compute, pre.size, s.gzero_calibrate)

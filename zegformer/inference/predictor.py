@@ -22,6 +22,8 @@ from .image import limit_size, load_image
 from .modes import USER_MODES as MODES
 from .modes import ProgressFn, ScoringInputs, resolve_mode
 from .result import SegmentationResult, class_statistics
+from .score_maps import ScoreMaps
+from .statistics import label_map_from_maps, map_statistics
 from .tta import run_tta
 
 TTAOption = bool | TTASettings | None  # None: the config's TEST.AUG.ENABLED decides
@@ -92,7 +94,8 @@ class Predictor:
 
     def predict(self, image, classes: str | Sequence[str], mode: str = "decoupled", *,
                 threshold: float = 0.0, progress: ProgressFn | None = None,
-                tta: TTAOption = None, plain: bool = False) -> SegmentationResult:
+                tta: TTAOption = None, plain: bool = False,
+                full_maps: bool = False) -> SegmentationResult:
         """Segment `image` into `classes`.
 
         Args:
@@ -107,10 +110,15 @@ class Predictor:
                 or reused), for benchmarks; the default skips only work that cannot change the
                 result by more than `scoring.NEGLIGIBLE_SCORE`, and reuses the CLIP features of
                 crops seen before (`crop_features`: the same image with another vocabulary).
+            full_maps: resize all K score maps to the image size and take the statistics from
+                them (`class_statistics`), the code path before they were taken from the
+                working-resolution maps (`map_statistics`); the results are the same (label
+                maps bit for bit). For benchmarks and tests.
 
         Returns:
-            SegmentationResult with probs K x H x W at the (possibly downscaled) input size;
-            `tta_passes` says how many forward passes were averaged (1 without TTA).
+            SegmentationResult with probs K x H x W at the (possibly downscaled) input size
+            (computed when first read, unless `full_maps`); `tta_passes` says how many forward
+            passes were averaged (1 without TTA).
         """
         t0 = time.perf_counter()
         names = parse_classes(classes)
@@ -121,11 +129,21 @@ class Predictor:
         rgb = limit_size(rgb, self.max_side)
         timings: dict[str, float] = {}
         aug = self.test_augmentation(tta)
-        probs = self.scores(rgb, names, mode, timings=timings, progress=progress,
-                            tta=aug if aug is not None else False, plain=plain)
+        run = dict(timings=timings, progress=progress, tta=aug if aug is not None else False,
+                   plain=plain)
         seen = [is_seen(n, self.seen_classes) for n in names]
-        t = time.perf_counter()
-        label_map, stats = class_statistics(probs, names, seen, threshold)
+        probs: Any
+        if full_maps:
+            probs = self.scores(rgb, names, mode, **run)
+            t = time.perf_counter()
+            label_map, stats = class_statistics(probs, names, seen, threshold)
+        else:
+            maps = self.score_maps(rgb, names, mode, **run)
+            t = time.perf_counter()
+            with torch.inference_mode():
+                label_map, stats = map_statistics(maps, names, seen, threshold)
+            maps.release()  # a kept result holds only the small model outputs
+            probs = _full_probs(maps)
         timings["statistics"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
         return SegmentationResult(
@@ -146,6 +164,36 @@ class Predictor:
         (with `tta`, the official `SemanticSegmentorWithTTA` average: `zegformer.inference.tta`).
         The mode's function comes from the registry in `zegformer.inference.modes`.
         """
+        out = self._run_mode(rgb, names, mode, timings, progress, tta, plain, lazy=False)
+        return out.float().cpu().numpy()
+
+    @torch.inference_mode()
+    def score_maps(self, rgb: np.ndarray, names: list[str], mode: str = "decoupled", *,
+                   timings: dict[str, float] | None = None,
+                   progress: ProgressFn | None = None, tta: TTAOption = None,
+                   plain: bool = False) -> ScoreMaps:
+        """The scores of `scores` before their resize to the image size (`ScoreMaps`):
+        `score_maps(...).full()` equals `scores(...)`; `.channels(idx)` resizes only some classes.
+        With test-time augmentation the passes are averaged at the image size (as the official
+        model does), so the maps are already full size.
+        """
+        out = self._run_mode(rgb, names, mode, timings, progress, tta, plain, lazy=True)
+        if isinstance(out, ScoreMaps):
+            return out
+        full = out.float()
+        n = len(names)
+        return ScoreMaps(lambda: full, tuple(full.shape[-2:]), tuple(full.shape[-2:]),
+                         torch.zeros(n, dtype=torch.bool, device=full.device))
+
+    @torch.inference_mode()
+    def label_map(self, rgb: np.ndarray, names: list[str], mode: str = "decoupled", *,
+                  tta: TTAOption = None) -> np.ndarray:
+        """H x W int32 `scores(...).argmax(0)`, resizing only the classes that can win a pixel."""
+        return label_map_from_maps(self.score_maps(rgb, names, mode, tta=tta))
+
+    def _run_mode(self, rgb: np.ndarray, names: list[str], mode: str,
+                  timings: dict[str, float] | None, progress: ProgressFn | None,
+                  tta: TTAOption, plain: bool, lazy: bool) -> Any:
         scoring_mode = resolve_mode(mode, self.kind)
         aug = self.test_augmentation(tta)
         timings = {} if timings is None else timings
@@ -162,12 +210,12 @@ class Predictor:
             rgb=rgb, names=names, seen=seen, settings=self.settings, model=self.model,
             clip=self.clip, text=text, timer=lambda key: self._timer(timings, key),
             report=report, autocast=self._autocast, plain=plain, crop_stats=self.crop_stats,
-            crop_features=self.crop_features)
+            crop_features=self.crop_features, lazy=lazy and aug is None)
         report(0.15, "preprocessing")
         with self._stage_timers(timings):
             out = scoring_mode.fn(inputs) if aug is None else run_tta(scoring_mode.fn, inputs, aug)
         report(1.0, "done")
-        return out.float().cpu().numpy()
+        return out
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.float16,
@@ -212,3 +260,13 @@ class Predictor:
         finally:
             for h in handles:
                 h.remove()
+
+
+def _full_probs(maps: ScoreMaps):
+    """() -> K x H x W float32 numpy of `maps` (computed again from the small model outputs)."""
+    def compute() -> np.ndarray:
+        with torch.inference_mode():
+            out = maps.full().float().cpu().numpy()
+        maps.release()
+        return out
+    return compute

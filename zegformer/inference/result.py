@@ -5,8 +5,9 @@ the evaluation can use it without torch.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -45,6 +46,9 @@ class SegmentationResult:
         probs: float32 array K x H x W at the input image's size. In decoupled mode these are exactly
             the numbers the official model returns as `sem_seg` (not normalised; seen classes may
             carry the calibration offset); in pixel mode, per-pixel class probabilities.
+            May be given as a function returning that array: it is then computed on first access
+            (`Predictor.predict` does this, so that large vocabularies cost K x H x W floats
+            only for callers that read `probs`) and kept.
         label_map: int32 array H x W of class indices into `class_names`; `UNLABELED` (-1) where the
             normalised score of the best class is below the threshold given to `predict`.
         classes: one `ClassStat` per class, in `class_names` order.
@@ -61,7 +65,7 @@ class SegmentationResult:
     """
 
     class_names: list[str]
-    probs: np.ndarray
+    probs: np.ndarray = field(repr=False)  # a property (see below): computed on first access
     label_map: np.ndarray
     classes: list[ClassStat]
     mode: str
@@ -72,6 +76,23 @@ class SegmentationResult:
     original_size: tuple[int, int] | None = None  # (H, W) before downscaling to max_side
     image: Any = field(default=None, repr=False)  # the decoded input, H x W x 3 uint8 RGB
     tta_passes: int = 1  # forward passes averaged (test-time augmentation when > 1)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickling computes `probs` first (its source is a closure over tensors)."""
+        state = dict(self.__dict__)
+        state["_probs"], state["_probs_source"] = self.probs, None
+        return state
+
+    def replace(self, **changes: Any) -> "SegmentationResult":
+        """`dataclasses.replace` that leaves `probs` uncomputed (shared) unless given."""
+        if "probs" not in changes:
+            changes["probs"] = self._probs if self._probs is not None else self._probs_source
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def probs_computed(self) -> bool:
+        """True once `probs` is an array in memory (given, or computed by an earlier access)."""
+        return self._probs is not None
 
     @property
     def seen(self) -> list[bool]:
@@ -98,6 +119,25 @@ class SegmentationResult:
             "timings": {k: round(float(v), 4) for k, v in self.timings.items()},
             "tta_passes": int(self.tta_passes),
         }
+
+
+def _get_probs(self: SegmentationResult) -> np.ndarray:
+    if self._probs is None:
+        self._probs = self._probs_source()
+        self._probs_source = None
+    return self._probs
+
+
+def _set_probs(self: SegmentationResult, value: np.ndarray | Callable[[], np.ndarray]) -> None:
+    if callable(value):
+        self._probs, self._probs_source = None, value
+    else:
+        self._probs, self._probs_source = value, None
+
+
+# `probs` is a dataclass field (so the constructor and `dataclasses.replace` take it) stored through
+# a property, so that it may be computed on first access.
+SegmentationResult.probs = property(_get_probs, _set_probs)  # type: ignore[assignment]
 
 
 def class_statistics(

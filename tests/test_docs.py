@@ -1,0 +1,32 @@
+"""The documents README.md and docs/README_evaluation.md point to exist in the repository (the
+evaluation specification ships as docs/SMALL_TARGETS.md)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "README.md", ROOT / "docs" / "README_evaluation.md"]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_links_and_named_documents_exist(doc):
+    text = doc.read_text(encoding="utf-8")
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        path = target.split("#")[0]
+        if path and not path.startswith(("http://", "https://", "mailto:")):
+            assert (doc.parent / path).exists(), f"{doc.name} links to a missing {target}"
+    for name in re.findall(r"`([\w./-]+\.md)`", text):
+        assert any((base / name).exists() for base in (doc.parent, ROOT, ROOT / "docs")), \
+            f"{doc.name} names a missing {name}"
+
+
+def test_small_targets_specification_ships_in_docs():
+    spec = (ROOT / "docs" / "SMALL_TARGETS.md").read_text(encoding="utf-8")
+    for section in ("8.1 Inputs", "8.2 Object definition", "8.3 Size buckets", "8.4 Metrics",
+                    "8.5 Output formats", "8.6 Worked examples"):
+        assert f"### {section}" in spec
+    assert "[`docs/SMALL_TARGETS.md`](docs/SMALL_TARGETS.md)" in \
+        (ROOT / "README.md").read_text(encoding="utf-8")

@@ -1,0 +1,120 @@
+"""Per-class score maps kept at the resolution they were computed at, resized on demand.
+
+Every scoring mode ends the same way: scores K x h' x w' at its working resolution (the padded
+model input, or dense CLIP's input), the padding cropped, a bilinear resize to the image size and
+the seen-class calibration subtracted. `ScoreMaps` holds the maps before that last step, so that a
+caller can resize only the classes it needs (`channels`) instead of all K at full size. Bilinear
+resizing treats every channel on its own, so `channels(idx)` equals `full()[idx]` bit for bit.
+
+The working-resolution maps come from a `compute` function over small model outputs (segment
+probabilities and masks, or low-resolution logits); `release()` drops them and a later call
+computes them again, so that a result kept in memory does not hold K x h' x w' floats.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+
+from . import scoring
+
+
+@dataclass
+class ScoreMaps:
+    """Lazy K x H x W scores: `calibrate(postprocess(compute(), crop, size), seen, gamma)`.
+
+    Attributes:
+        compute: () -> K x h' x w' float scores at the working resolution (may include padding).
+        crop: (h, w) valid region of those maps (the rest is padding).
+        size: (H, W) output size, the input image's.
+        seen: K bool on the scores' device, True for training-vocabulary classes.
+        gamma: seen-class calibration subtracted after resizing (0 = none).
+        nonnegative: the working-resolution maps are >= 0 (probabilities, or sums of them), so
+            the final scores are >= 0 except where calibration subtracts gamma.
+    """
+
+    compute: Callable[[], torch.Tensor]
+    crop: tuple[int, int]
+    size: tuple[int, int]
+    seen: torch.Tensor
+    gamma: float = 0.0
+    nonnegative: bool = False
+    _scores: torch.Tensor | None = field(default=None, repr=False)
+    _full: torch.Tensor | None = field(default=None, repr=False)  # when resized all at once
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.seen.shape[0])
+
+    def scores(self) -> torch.Tensor:
+        """K x h' x w' working-resolution maps (padding included), computed once until released."""
+        if self._scores is None:
+            self._scores = self.compute().float()
+        return self._scores
+
+    def low(self) -> torch.Tensor:
+        """K x h x w: the working-resolution maps without padding (a view)."""
+        h, w = self.crop
+        return self.scores()[:, :h, :w]
+
+    def release(self) -> None:
+        """Forget the working-resolution maps (computed again when next needed)."""
+        self._scores = self._full = None
+
+    def known_nonnegative(self) -> torch.Tensor:
+        """K bool: classes whose final scores are >= 0 everywhere, known without looking."""
+        if not self.nonnegative:
+            return torch.zeros_like(self.seen)
+        return ~self.seen if self.gamma > 0 else torch.ones_like(self.seen)
+
+    def offsets(self) -> torch.Tensor:
+        """K float32: what calibration subtracts from each class after resizing."""
+        gamma = torch.tensor(self.gamma if self.gamma > 0 else 0.0, dtype=torch.float32,
+                             device=self.seen.device)
+        return torch.where(self.seen, gamma, torch.zeros_like(gamma))
+
+    def channels(self, index: torch.Tensor | slice) -> torch.Tensor:
+        """K' x H x W final scores of the classes selected by `index` (a slice or index tensor)."""
+        if self._resize_together():
+            if self._full is None:
+                self._full = self._resize(self.scores(), self.seen)
+            return self._full[index]
+        scores = self.scores()[index]
+        if scores.shape[0] == 3:  # see _resize_together: 4 channels, then drop the copy
+            return self._resize(torch.cat([scores, scores[-1:]]), self.seen[index][[0, 1, 2, 2]])[:3]
+        return self._resize(scores, self.seen[index])
+
+    def _resize(self, scores: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+        sem = scoring.postprocess(scores, self.crop, self.size)
+        return scoring.calibrate(sem, seen, self.gamma)
+
+    def _resize_together(self) -> bool:
+        """True when classes resized apart could differ in the last bit from the full resize.
+
+        On the CPU, torch resizes bilinearly with one of two kernels: a generic one, which
+        computes every output value on its own (so any subset of channels gives the same bits),
+        and a vectorised one whose results depend on a channel's position among the others. The
+        vectorised one is taken when output height + width <= 128, or with one thread and
+        exactly 3 channels. So small outputs, and K = 3, are resized all at once; and a subset
+        of exactly 3 channels is resized as 4.
+        """
+        if self.seen.device.type != "cpu" or self.crop == self.size:
+            return False
+        return self.size[0] + self.size[1] <= 128 or self.num_classes == 3
+
+    def full(self) -> torch.Tensor:
+        """K x H x W final scores: exactly what the scoring mode returned before it was lazy."""
+        if self._full is not None:
+            return self._full
+        return self._resize(self.scores(), self.seen)
+
+    def chunks(self, index: torch.Tensor, chunk: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(class indices, their K' x H x W scores) for `index` (ascending) in pieces of `chunk`."""
+        for start in range(0, int(index.numel()), chunk):
+            part = index[start:start + chunk]
+            first, last = int(part[0]), int(part[-1])
+            if last - first + 1 == len(part):  # a run of classes: a view instead of a copy
+                yield part, self.channels(slice(first, last + 1))
+            else:
+                yield part, self.channels(part)
