@@ -14,13 +14,15 @@ import unicodedata
 from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from . import resources
 from .errors import VocabularyError
-from .text_cache import TextDiskCache
+
+if TYPE_CHECKING:  # torch loads with the first TextEmbedder: parsing names needs none of it
+    import torch
+
+    from .text_cache import TextDiskCache
 
 MAX_CLASSES = 1000  # per request (ADE20K-Full has 847)
 MAX_NAME_LENGTH = 160  # characters per class name, synonyms included (official ADE names reach 113)
@@ -154,6 +156,10 @@ class TextEmbedder:
                  batch_size: int = 256, *,
                  weights_digest: str | Callable[[], str] | None = None,
                  disk_cache: TextDiskCache | bool | None = None) -> None:
+        import torch
+
+        from .text_cache import TextDiskCache
+
         self.encode_text = encode_text
         self.tokenizer = tokenizer
         self.model_id = model_id
@@ -171,9 +177,16 @@ class TextEmbedder:
         if weights_digest is not None and disk_cache is not False:
             self.disk = disk_cache if isinstance(disk_cache, TextDiskCache) else TextDiskCache()
 
-    @torch.no_grad()
     def __call__(self, class_names: Sequence[str], templates: str) -> torch.Tensor:
         """Embeddings of `class_names` with the template set `templates` -> K x D float32 (CPU)."""
+        import torch
+
+        with torch.no_grad():
+            return self._embed(class_names, templates)
+
+    def _embed(self, class_names: Sequence[str], templates: str) -> torch.Tensor:
+        import torch
+
         keys = [(self.model_id, templates, n) for n in class_names]
         missing = [k for k in dict.fromkeys(keys) if k not in self._cache]
         self.hits += len(keys) - len(missing)
@@ -204,6 +217,8 @@ class TextEmbedder:
     def _read_disk(self, names: list[str], templates: str) -> dict[str, torch.Tensor]:
         if self.disk is None or not self.disk.enabled:
             return {}
+        import torch
+
         found = {}
         for name in names:
             vec = self.disk.get(self._disk_key(templates, name))
@@ -219,6 +234,8 @@ class TextEmbedder:
 
     def _compute(self, names: list[str], templates: str) -> dict[str, torch.Tensor]:
         """Run the text tower on every prompt of `names` -> {name: D float32 CPU embedding}."""
+        import torch
+
         self.encoded += len(names)
         tmpl = prompt_templates(templates)
         prompts, owner = [], []

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from .. import resources
 from ..data.vocabularies import load_vocabulary
 from ..errors import ZegFormerError
-from ..loading.factory import DEFAULT_CONFIG
+from ..loading.config import DEFAULT_CONFIG  # not loading.factory: that imports torch
 from ..loading.weights import CLIP_WEIGHTS_ENV, WEIGHTS_ENV
 from ..text import MAX_CLASSES, MAX_NAME_LENGTH, parse_classes
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-DEFAULT_CONFIG = "zegformer_R101_bs32_60k_vit16_coco-stuff_gzss_eval"  # = loading.factory's
+from ..loading.config import DEFAULT_CONFIG
 
 
 def build_parser() -> argparse.ArgumentParser:

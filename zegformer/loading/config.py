@@ -26,6 +26,7 @@ from .. import resources
 from ..errors import ConfigError
 
 CONFIG_DIR = resources.config_dir()
+DEFAULT_CONFIG = "zegformer_R101_bs32_60k_vit16_coco-stuff_gzss_eval"  # the app's and CLIs' default
 MAX_CONFIG_BYTES = 1_000_000  # the official configs are under 2 KB each
 MAX_CONFIG_DEPTH = 50  # nested mappings / lists in one file (the official ones use 5)
 

@@ -11,7 +11,7 @@ import torch
 from .build import build_model
 from .checkpoint import detect_format, load_checkpoint, read_state_dict
 from .clip import TINY_CLIP, build_clip, get_tokenizer
-from .config import apply_opts, load_config, opt_value
+from .config import DEFAULT_CONFIG, apply_opts, load_config, opt_value
 from ..errors import ConfigError, WeightsError
 from ..modeling.clip_adapter import ClipAdapter
 from ..inference.predictor import Predictor
@@ -20,7 +20,6 @@ from ..data.vocabularies import class_list_for_official_path
 from .weights import CLIP_WEIGHTS_ENV, WEIGHTS_ENV, resolve_weights
 
 log = logging.getLogger(__name__)
-DEFAULT_CONFIG = "zegformer_R101_bs32_60k_vit16_coco-stuff_gzss_eval"
 TINY_CONFIG = "tiny"
 
 
