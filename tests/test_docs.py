@@ -18,7 +18,7 @@ def test_links_and_named_documents_exist(doc):
         path = target.split("#")[0]
         if path and not path.startswith(("http://", "https://", "mailto:")):
             assert (doc.parent / path).exists(), f"{doc.name} links to a missing {target}"
-    for name in re.findall(r"`([\w./-]+\.md)`", text):
+    for name in re.findall(r"`((?:docs/)?[A-Z][\w-]*\.md)`", text):  # SMALL_TARGETS.md, ...
         assert any((base / name).exists() for base in (doc.parent, ROOT, ROOT / "docs")), \
             f"{doc.name} names a missing {name}"
 
