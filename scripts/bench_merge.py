@@ -34,7 +34,8 @@ def _median(runs: list[dict[str, float]], key) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="tiny", help="config for random weights (default: tiny)")
     ap.add_argument("--size", type=int, default=480, help="image height (width = 4/3 of it)")
     ap.add_argument("--repeat", type=int, default=3)

@@ -82,7 +82,8 @@ class ScoreMaps:
             return self._full[index]
         scores = self.scores()[index]
         if scores.shape[0] == 3:  # see _resize_together: 4 channels, then drop the copy
-            return self._resize(torch.cat([scores, scores[-1:]]), self.seen[index][[0, 1, 2, 2]])[:3]
+            seen = self.seen[index][[0, 1, 2, 2]]
+            return self._resize(torch.cat([scores, scores[-1:]]), seen)[:3]
         return self._resize(scores, self.seen[index])
 
     def _resize(self, scores: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
@@ -109,7 +110,8 @@ class ScoreMaps:
             return self._full
         return self._resize(self.scores(), self.seen)
 
-    def chunks(self, index: torch.Tensor, chunk: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def chunks(self, index: torch.Tensor,
+               chunk: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(class indices, their K' x H x W scores) for `index` (ascending) in pieces of `chunk`."""
         for start in range(0, int(index.numel()), chunk):
             part = index[start:start + chunk]
