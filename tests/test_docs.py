@@ -30,3 +30,22 @@ def test_small_targets_specification_ships_in_docs():
         assert f"### {section}" in spec
     assert "[`docs/SMALL_TARGETS.md`](docs/SMALL_TARGETS.md)" in \
         (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_space_card_license_is_the_repository_license():
+    card = (ROOT / "docs" / "README_app.md").read_text(encoding="utf-8")
+    declared = re.search(r"^license:\s*(\S+)", card, re.M)
+    assert declared, "the Space card declares no license"
+    first_line = (ROOT / "LICENSE").read_text(encoding="utf-8").splitlines()[0]
+    assert declared.group(1).lower() == first_line.split()[0].lower(), \
+        f"card says {declared.group(1)}, LICENSE says {first_line}"
+
+
+def test_readme_states_the_limits_the_code_enforces():
+    from zegformer.text import MAX_CLASSES, MAX_NAME_LENGTH
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    stated = re.findall(r"(\d[\d,]*) classes of at most (\d+) characters", text)
+    assert stated, "README no longer states the class limits"
+    for classes, length in stated:
+        assert (int(classes.replace(",", "")), int(length)) == (MAX_CLASSES, MAX_NAME_LENGTH)
