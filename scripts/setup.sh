@@ -12,12 +12,19 @@ stamp=.venv/.requirements.sha256
 want=$(sha256sum requirements.txt | cut -d' ' -f1)
 
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "[setup] creating .venv with $($PY --version) (the first time takes about 3 minutes)"
+  echo "[setup] creating .venv with $($PY --version) (the first time takes 3-10 minutes)"
   "$PY" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
   # pip (not uv/poetry): pip finds the local torch wheels on this kind of machine.
   .venv/bin/python -m pip install -q -r requirements.txt
   echo "$want" > "$stamp"
+fi
+
+# The project itself, editable and without dependencies (they are pinned above): the console
+# commands zegformer-demo, -evaluate, -train, -prepare and -hub in .venv/bin, running this checkout.
+if [ ! -x .venv/bin/zegformer-demo ]; then
+  echo "[setup] installing the zegformer-* commands into .venv/bin"
+  .venv/bin/python -m pip install -q --no-deps -e .
 fi
 
 if [ "${1:-}" = "--browser" ] && ! command -v chromium >/dev/null; then

@@ -49,3 +49,23 @@ def test_readme_states_the_limits_the_code_enforces():
     assert stated, "README no longer states the class limits"
     for classes, length in stated:
         assert (int(classes.replace(",", "")), int(length)) == (MAX_CLASSES, MAX_NAME_LENGTH)
+
+
+def test_readme_commands_name_modules_and_console_scripts_that_exist():
+    import importlib.util
+    import tomllib
+
+    docs = [ROOT / "README.md", *ROOT.glob("docs/*.md")]
+    text = "\n".join(p.read_text(encoding="utf-8") for p in docs)
+    modules = set(re.findall(r"python -m (zegformer(?:\.\w+)*)", text))
+    assert "zegformer.demo" in modules and "zegformer.train" in modules
+    for name in sorted(modules):
+        assert importlib.util.find_spec(name) is not None, f"README runs a missing {name}"
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    for command in set(re.findall(r"(?:`|bin/)(zegformer-[a-z]+)\b", text)):
+        assert command in scripts, f"README names {command}, pyproject installs no such command"
+    for command, target in scripts.items():
+        module, _, attr = target.partition(":")
+        assert importlib.util.find_spec(module) is not None, f"{command} -> missing {module}"
+        source = Path(importlib.util.find_spec(module).origin).read_text(encoding="utf-8")
+        assert f"def {attr}(" in source, f"{command} -> {module} has no {attr}()"
