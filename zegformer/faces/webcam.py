@@ -14,7 +14,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, Mapping
 
-from zegformer.faces.video import VideoError, _av, _reason, decode_frames, segment_frames
+from zegformer.faces.video import segment_frames
+from zegformer.faces.video_io import VideoError, _av, _reason, decode_frames
 
 NON_INTERACTIVE_BACKENDS = {"agg", "cairo", "pdf", "pgf", "ps", "svg", "template"}
 
