@@ -23,8 +23,9 @@ import numpy as np
 
 from ...errors import DatasetError
 from ..vocabularies import load_vocabulary
-from .common import Job, LabelOutput, find_dataset_dir, read_split_json, remap_table
-from .remap import IGNORE, RemapSpec, RemapTask, remap_worker
+from .common import Job, find_dataset_dir, read_split_json
+from .remap import (RemapSpec, add_remap_tasks, known_values, remap_worker,
+                    seen_unseen_tables)
 
 VAL_OUTPUTS = {"val2017_seen": "seen", "val2017_unseen": "unseen", "val2017_all": "all"}
 
@@ -38,12 +39,7 @@ def coco_stuff_ids() -> tuple[list[int], int]:
 def tables() -> dict[str, np.ndarray]:
     """uint8[256] lookups raw id -> output id for the "seen", "unseen" and "all" outputs."""
     ids, n_seen = coco_stuff_ids()
-    seen, unseen = ids[:n_seen], ids[n_seen:]
-    return {
-        "seen": remap_table(256, {r: i for i, r in enumerate(seen)}, IGNORE, np.uint8),
-        "unseen": remap_table(256, {r: i for i, r in enumerate(unseen)}, IGNORE, np.uint8),
-        "all": remap_table(256, {r: i for i, r in enumerate(ids)}, IGNORE, np.uint8),
-    }
+    return seen_unseen_tables(ids[:n_seen], ids[n_seen:])
 
 
 def class_files(base: Path) -> dict[Path, object]:
@@ -69,28 +65,14 @@ def plan(root: Path) -> Job:
         root, ["coco/coco_stuff", "coco_stuff", "."], "annotations",
         "unzip stuffthingmaps_trainval2017.zip into coco/coco_stuff/annotations/, giving "
         "annotations/train2017/*.png and annotations/val2017/*.png")
-    ids, _ = coco_stuff_ids()
-    valid = np.zeros(256, dtype=bool)
-    valid[ids] = True
-    valid[IGNORE] = True
-    spec = RemapSpec(tables(), valid, "the 171 COCO-Stuff ids (0..181 without the 11 unused "
+    spec = RemapSpec(tables(), known_values(coco_stuff_ids()[0]), "the 171 COCO-Stuff ids (0..181 without the 11 unused "
                      "COCO ids; 255 = unlabelled)")
     out = base / "annotations_detectron2"
     job = Job("coco-stuff", base, [], remap_worker, spec, class_files(base),
               [out / d for d in ("train2017", *VAL_OUTPUTS)]
               + [base / "images_detectron2" / "val2017_unseen"])
-    found = 0
-    for raw_split, outputs in (("train2017", {"train2017": "seen"}), ("val2017", VAL_OUTPUTS)):
-        raw_dir = base / "annotations" / raw_split
-        files = sorted(raw_dir.glob("*.png")) if raw_dir.is_dir() else []
-        if not files:
-            job.notes.append(f"no {raw_split} label maps in {raw_dir}: that split is not prepared")
-            continue
-        found += 1
-        for f in files:
-            job.tasks.append(RemapTask(f, tuple(
-                LabelOutput(f"annotations_detectron2/{name}", out / name / f.name, table)
-                for name, table in outputs.items())))
+    splits = {"train2017": {"train2017": "seen"}, "val2017": VAL_OUTPUTS}
+    found = add_remap_tasks(job, base / "annotations", splits, out)
     for split in ("train2017", "val2017"):
         if not (base / "images" / split).is_dir():
             job.notes.append(f"{base / 'images' / split} is missing: training / evaluation read "

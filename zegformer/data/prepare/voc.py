@@ -30,9 +30,9 @@ from .common import (
     LabelOutput,
     find_dataset_dir,
     read_split_ints,
-    remap_table,
 )
-from .remap import IGNORE, RemapSpec, RemapTask, remap_worker
+from .remap import (Copy, RemapSpec, add_remap_tasks, known_values, remap_worker,
+                    seen_unseen_tables)
 
 V1_OUTPUTS = {"train": {"train_seen": "seen"},
               "val": {"val_seen": "seen", "val_unseen": "unseen", "val_all": "all"}}
@@ -41,12 +41,7 @@ V1_OUTPUTS = {"train": {"train_seen": "seen"},
 def tables() -> dict[str, np.ndarray]:
     """uint8[256] lookups raw VOC value -> output id for the "seen", "unseen", "all" outputs."""
     seen, novel = read_split_ints("voc12_seen_cls.txt"), read_split_ints("voc12_novel_cls.txt")
-    return {
-        "seen": remap_table(256, {r: i for i, r in enumerate(seen)}, IGNORE, np.uint8),
-        "unseen": remap_table(256, {r: i for i, r in enumerate(novel)}, IGNORE, np.uint8),
-        "all": remap_table(256, {r: i for i, r in enumerate(seen + novel)}, IGNORE, np.uint8),
-    }
-
+    return seen_unseen_tables(seen, novel)
 
 def train_list() -> set[str]:
     """SPNet's PASCAL VOC train_aug list (10,582 image ids): the images of the v2 split."""
@@ -72,35 +67,23 @@ def plan(root: Path) -> Job:
         root, ["VOCZERO", "."], "annotations",
         "the CaGNet PASCAL VOC layout: VOCZERO/annotations/{train,val}/*.png and "
         "VOCZERO/images/{train,val}/*.jpg")
-    valid = np.zeros(256, dtype=bool)
-    valid[: 21] = True
-    valid[IGNORE] = True
-    spec = RemapSpec(tables(), valid, "the PASCAL VOC ids (0 = background, 1..20, 255)")
+    spec = RemapSpec(tables(), known_values(range(21)), "the PASCAL VOC ids (0 = background, 1..20, 255)")
     ann, ann2, img2 = (base / "annotations_detectron2", base / "annotations_detectron2_v2",
                        base / "images_detectron2")
     dirs = [ann / d for outs in V1_OUTPUTS.values() for d in outs]
     dirs += [ann2 / "train_seen", ann2 / "val_seen", img2 / "train_seen", img2 / "val_seen"]
     job = Job("voc", base, [], remap_worker, spec, class_files(base), dirs)
     v2 = train_list()
-    found = 0
-    for raw_split, outputs in V1_OUTPUTS.items():
-        raw_dir = base / "annotations" / raw_split
-        files = sorted(raw_dir.glob("*.png")) if raw_dir.is_dir() else []
-        if not files:
-            job.notes.append(f"no {raw_split} label maps in {raw_dir}: that split is not prepared")
-            continue
-        found += 1
-        for f in files:
-            outs = [LabelOutput(f"annotations_detectron2/{n}", ann / n / f.name, t)
-                    for n, t in outputs.items()]
-            copies: tuple[tuple[str, Path, Path], ...] = ()
-            if f.stem in v2:
-                name = f"{raw_split}_seen"
-                outs.append(LabelOutput(f"annotations_detectron2_v2/{name}", ann2 / name / f.name,
-                                        "seen"))
-                copies = ((f"images_detectron2/{name}", base / "images" / raw_split /
-                           f"{f.stem}.jpg", img2 / name / f"{f.stem}.jpg"),)
-            job.tasks.append(RemapTask(f, tuple(outs), copies))
+
+    def v2_split(raw_split: str, f: Path) -> tuple[list[LabelOutput], tuple[Copy, ...]]:
+        if f.stem not in v2:
+            return [], ()
+        name = f"{raw_split}_seen"
+        return ([LabelOutput(f"annotations_detectron2_v2/{name}", ann2 / name / f.name, "seen")],
+                ((f"images_detectron2/{name}", base / "images" / raw_split / f"{f.stem}.jpg",
+                  img2 / name / f"{f.stem}.jpg"),))
+
+    found = add_remap_tasks(job, base / "annotations", V1_OUTPUTS, ann, v2_split)
     if not found:
         raise DatasetError(f"no VOC label maps in {base / 'annotations'}/train or val")
     images = base / "images" / "val"
