@@ -96,8 +96,8 @@ def test_respond_shows_the_results_in_memory(tmp_path):
     image, names, results = two_modes_scene()
     out = tables.respond(image, results, 0.4, tmp_path)
     by_name = {Path(f).name: f for f in out.files}
-    assert set(by_name) >= {"decoupled_overlay.png", "decoupled_labels.png", "pixel_figure.png",
-                            "disagreement.png", "result.json"}
+    assert set(by_name) >= {"decoupled_overlay.webp", "decoupled_labels.png", "pixel_figure.webp",
+                            "disagreement.webp", "result.json"}
     data = json.loads(Path(by_name["result.json"]).read_text())
     assert data == json.loads(json.dumps(out.data))
     assert data["original_size"] == {"height": 48, "width": 64}

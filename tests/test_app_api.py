@@ -85,7 +85,7 @@ def test_segment_an_example_image(client):
     assert data["untrained"] is True and data["mode"] == "decoupled"
     files = by_name(out["files"])
     width, height = Image.open(image).size
-    assert Image.open(files["decoupled_overlay.png"]).size == (width, height)
+    assert Image.open(files["decoupled_overlay.webp"]).size == (width, height)
     assert Image.open(files["decoupled_labels.png"]).size == (width, height)
     assert json.loads(files["result.json"].read_text())["classes"] == data["classes"]
     assert {c["label"] for c in out["confidences"]["confidences"]} <= set(requested)
@@ -105,7 +105,7 @@ def test_both_modes_side_by_side(client):
     assert 0.0 <= data["disagreement_fraction"] <= 1.0
     assert Path(out["disagreement"]).is_file()
     names = set(by_name(out["files"]))
-    assert {"pixel_overlay.png", "pixel_labels.png", "disagreement.png"} <= names
+    assert {"pixel_overlay.webp", "pixel_labels.png", "disagreement.webp"} <= names
     assert [row[2] for row in out["table"]["data"]] == ["decoupled"] * 3 + ["pixel"] * 3
     assert "**pixel:**" in out["status"]
 

@@ -119,7 +119,7 @@ def test_visitor_segments_an_image_in_every_mode(page, tmp_path):
     table = page.locator("#class-table")
     for text in CLASSES + ["decoupled", "pixel", "novel", "found"]:
         expect(table).to_contain_text(text)
-    for name in ("result.json", "decoupled_labels.png", "pixel_overlay.png"):
+    for name in ("result.json", "decoupled_labels.png", "pixel_overlay.webp"):
         expect(page.locator(f"#downloads a[href$='/{name}']")).to_have_count(1)
 
     page.evaluate("window.scrollTo(0, 0)")

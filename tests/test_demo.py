@@ -101,10 +101,10 @@ def test_demo_writes_three_files_per_image(decoupled_run):
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted(
         f"{s}{suffix}" for s in ("cat", "cat_2")
-        for suffix in ("_overlay.png", "_labels.png", ".json"))
+        for suffix in ("_overlay.webp", "_labels.png", ".json"))
     with Image.open(CAT) as im:
         w, h = im.size
-    with Image.open(out / "cat_overlay.png") as overlay:
+    with Image.open(out / "cat_overlay.webp") as overlay:
         assert overlay.width > w or overlay.height > h  # legend panel and banner
         assert overlay.width >= w and overlay.height >= h
         top = np.asarray(overlay.convert("RGB"))[3, :40]
@@ -130,9 +130,9 @@ def test_demo_both_modes_with_explicit_classes(tmp_path):
                     "--confidence-threshold", "0.4", "--alpha", "0.7")
     assert proc.returncode == 0, proc.stderr
     names = {p.name for p in out.iterdir()}
-    assert names == {"coffee_decoupled_overlay.png", "coffee_decoupled_labels.png",
-                     "coffee_pixel_overlay.png", "coffee_pixel_labels.png",
-                     "coffee_disagreement.png", "coffee.json"}
+    assert names == {"coffee_decoupled_overlay.webp", "coffee_decoupled_labels.png",
+                     "coffee_pixel_overlay.webp", "coffee_pixel_labels.png",
+                     "coffee_disagreement.webp", "coffee.json"}
     data = json.loads((out / "coffee.json").read_text())
     assert set(data["results"]) == {"decoupled", "pixel"} and data["untrained"] is True
     for res in data["results"].values():
@@ -149,7 +149,7 @@ def test_unreadable_image_is_skipped_and_reported(tmp_path):
     proc = run_demo("--random-weights", "--input", str(bad), str(CAT), "--output", str(out))
     assert_clean_error(proc, "1 of 2")
     assert "warning: skipping" in proc.stderr and "broken.jpg" in proc.stderr
-    assert (out / "cat_overlay.png").is_file() and not (out / "broken.json").exists()
+    assert (out / "cat_overlay.webp").is_file() and not (out / "broken.json").exists()
 
 
 @pytest.mark.parametrize("args, fragments", [

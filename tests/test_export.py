@@ -55,15 +55,15 @@ def test_app_layout_writes_files_and_the_document(tmp_path):
     image, names, results = two_modes_scene()
     out = E.write_results(tmp_path, image, results, 0.4)
     assert [p.name for p in out.files] == [
-        "decoupled_overlay.png", "decoupled_figure.png", "decoupled_labels.png",
-        "pixel_overlay.png", "pixel_figure.png", "pixel_labels.png", "disagreement.png",
+        "decoupled_overlay.webp", "decoupled_figure.webp", "decoupled_labels.png",
+        "pixel_overlay.webp", "pixel_figure.webp", "pixel_labels.png", "disagreement.webp",
         "result.json"]
     for f in out.files:
         assert f.is_file()
     by_name = {p.name: p for p in out.files}
-    assert Image.open(by_name["decoupled_overlay.png"]).size == (32, 24)
+    assert Image.open(by_name["decoupled_overlay.webp"]).size == (32, 24)
     assert Image.open(by_name["decoupled_labels.png"]).size == (32, 24)
-    assert Image.open(by_name["pixel_figure.png"]).width > 32  # the legend
+    assert Image.open(by_name["pixel_figure.webp"]).width > 32  # the legend
     np.testing.assert_array_equal(E.load_label_map(by_name["pixel_labels.png"]),
                                   results[1].label_map)
     data = json.loads(by_name["result.json"].read_text())
@@ -85,13 +85,13 @@ def test_cli_layout_names_by_stem_and_writes_labels_at_the_input_size(tmp_path):
     one = [block_result(["cup", "table"], original_size=(48, 64))]
     out = E.write_results(tmp_path / "single", big, one, 0.5, E.cli_layout("coffee"),
                           input_name="photos/coffee.jpg")
-    assert [p.name for p in out.files] == ["coffee_overlay.png", "coffee_labels.png",
+    assert [p.name for p in out.files] == ["coffee_overlay.webp", "coffee_labels.png",
                                            "coffee.json"]
     assert out.image.shape == (24, 32, 3)  # the input resized once to the results' size
     labels = E.load_label_map(tmp_path / "single" / "coffee_labels.png")
     assert labels.shape == (48, 64)  # nearest-neighbour back to the input's size
     np.testing.assert_array_equal(labels[::2, ::2], one[0].label_map)
-    with Image.open(tmp_path / "single" / "coffee_overlay.png") as figure:
+    with Image.open(tmp_path / "single" / "coffee_overlay.webp") as figure:
         assert figure.width > 32 and figure.height >= 24  # the figure, with its legend
     doc = json.loads((tmp_path / "single" / "coffee.json").read_text())
     assert doc["input"] == "photos/coffee.jpg" and doc["mode"] == "decoupled"
@@ -99,8 +99,8 @@ def test_cli_layout_names_by_stem_and_writes_labels_at_the_input_size(tmp_path):
     two = one + [block_result(["cup", "table"], "pixel", seed=3, original_size=(48, 64))]
     out = E.write_results(tmp_path / "both", big, two, 0.5, E.cli_layout("coffee"))
     assert {p.name for p in out.files} == {
-        "coffee_decoupled_overlay.png", "coffee_decoupled_labels.png",
-        "coffee_pixel_overlay.png", "coffee_pixel_labels.png", "coffee_disagreement.png",
+        "coffee_decoupled_overlay.webp", "coffee_decoupled_labels.png",
+        "coffee_pixel_overlay.webp", "coffee_pixel_labels.png", "coffee_disagreement.webp",
         "coffee.json"}
 
 
@@ -129,8 +129,69 @@ def test_bad_opacity_writes_nothing(tmp_path):
 
 def test_mode_titles_are_the_figures_titles(tmp_path, scene):  # noqa: F811
     image, res = scene
-    out = E.write_results(tmp_path, image, [res], 0.5)
+    out = E.write_results(tmp_path, image, [res], 0.5, E.FileLayout(picture_format="png"))
     drawn = np.asarray(Image.open(tmp_path / "decoupled_figure.png").convert("RGB"))
     again = np.asarray(V.render(image, res, 0.5, title=E.MODE_TITLES["decoupled"]))
-    np.testing.assert_array_equal(drawn, again)
+    np.testing.assert_array_equal(drawn, again)  # lossless pictures when asked
     assert out.document["classes"][0]["color"] == V.hex_color(V.class_colors(res.class_names)[0])
+
+
+# ------------------------------------------------------------------------------ file formats
+def _smooth_image(h: int, w: int) -> np.ndarray:
+    """A photo-like H x W x 3 image: gradients and a soft disc (compresses like a photo)."""
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    disc = np.exp(-((x - 0.4) ** 2 + (y - 0.3) ** 2) * 20)
+    rgb = np.stack([200 * x + 40 * disc, 150 * y + 90 * disc, 120 + 100 * disc * x], axis=-1)
+    return rgb.clip(0, 255).astype(np.uint8)
+
+
+def test_pictures_are_lossy_webp_and_label_maps_lossless_png(tmp_path):
+    names = ["cat", "sofa", "sky"]
+    image = _smooth_image(240, 320)
+    results = [block_result(names, "decoupled", h=240, w=320),
+               block_result(names, "pixel", h=240, w=320, seed=3)]
+    out = E.write_results(tmp_path / "webp", image, results, 0.5)
+    lossless = E.write_results(tmp_path / "png", image, results, 0.5,
+                               E.FileLayout(picture_format="png"))
+    for webp, png in zip(out.files[:-1], lossless.files[:-1]):
+        with Image.open(webp) as a, Image.open(png) as b:
+            if webp.name.endswith("_labels.png"):
+                assert webp.name == png.name and a.format == "PNG"
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # bit-exact
+                continue
+            assert webp.suffix == ".webp" and png.suffix == ".png" and a.format == "WEBP"
+            assert a.size == b.size
+            err = np.abs(np.asarray(a.convert("RGB")).astype(int) - np.asarray(b.convert("RGB")))
+            assert err.mean() < 3.0, webp.name  # quality 90: close to the drawing
+        assert webp.stat().st_size < png.stat().st_size / 2, webp.name
+    drawn = V.overlay(image, results[0].label_map, V.class_colors(names), 0.5)
+    with Image.open(tmp_path / "png" / "decoupled_overlay.png") as im:
+        np.testing.assert_array_equal(np.asarray(im), drawn)
+
+
+def test_jpeg_pictures_and_bad_formats(tmp_path):
+    one = [block_result(["a", "b"])]
+    out = E.write_results(tmp_path, np.zeros((24, 32, 3), np.uint8), one, 0.5,
+                          E.FileLayout(stem="x", picture_format="jpeg"))
+    assert [p.name for p in out.files] == ["x_decoupled_overlay.jpg", "x_decoupled_figure.jpg",
+                                           "x_decoupled_labels.png", "x.json"]
+    with Image.open(out.files[0]) as im:
+        assert im.format == "JPEG"
+    with pytest.raises(ZegFormerError, match="unknown picture format 'gif'"):
+        E.FileLayout(picture_format="gif")
+
+
+def test_pictures_too_large_for_webp_are_refused_before_writing(tmp_path, monkeypatch):
+    import io
+
+    Image.new("RGB", (E.WEBP_MAX_SIDE, 1)).save(io.BytesIO(), format="WEBP")
+    with pytest.raises((OSError, ValueError)):  # the format's own limit, as the constant says
+        Image.new("RGB", (E.WEBP_MAX_SIDE + 1, 1)).save(io.BytesIO(), format="WEBP")
+    monkeypatch.setattr(E, "WEBP_MAX_SIDE", 40)  # a 48 x 64 result is then "too large"
+    result = [block_result(["a", "b"], h=48, w=64)]
+    with pytest.raises(ZegFormerError, match="WebP holds at most 40 a side"):
+        E.write_results(tmp_path / "out", np.zeros((48, 64, 3), np.uint8), result, 0.5)
+    assert not (tmp_path / "out").exists()
+    out = E.write_results(tmp_path / "jpg", np.zeros((48, 64, 3), np.uint8), result, 0.5,
+                          E.FileLayout(picture_format="jpeg"))
+    assert out.files[0].name == "decoupled_overlay.jpg"

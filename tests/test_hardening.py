@@ -660,9 +660,10 @@ def test_uploads_reach_the_library_with_their_original_pixels(space, tmp_path):
     for path, left, right in cases:
         out = segment(space, path, "thing", opacity=0.0)
         files = {Path(f).name: Path(f) for f in out["files"]}
-        shown = np.asarray(Image.open(files["decoupled_overlay.png"]).convert("RGB"))
+        shown = np.asarray(Image.open(files["decoupled_overlay.webp"]).convert("RGB"))
         assert shown.shape == (48, 64, 3), path.name
-        assert shown[24, 4].tolist() == left and shown[24, 60].tolist() == right, path.name
+        for got, want in ((shown[24, 4], left), (shown[24, 60], right)):  # lossy WebP: +-4
+            assert np.abs(got.astype(int) - want).max() <= 4, (path.name, got.tolist(), want)
 
 
 def test_http_level_limits_and_headers(space):

@@ -5,6 +5,10 @@
   counts per bucket as bars on a log scale; title: dataset and ``min_area``.
 * ``compare_curve``: two runs. Recall@0.5 of seen and unseen objects per bucket, run A solid and
   run B dashed, with the unseen gain B - A written above each bucket.
+
+A run of an untrained model (``meta.untrained`` in its summary, e.g. ``--random-weights``) gets
+the red UNTRAINED WEIGHTS strip of the overlays (`zegformer.viz.drawing.mark_untrained`) above
+its plot; a comparison gets it when either run is untrained.
 """
 from __future__ import annotations
 
@@ -28,6 +32,30 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _untrained(*summaries: dict[str, Any]) -> bool:
+    return any(bool(s.get("meta", {}).get("untrained")) for s in summaries)
+
+
+def _save(fig: Any, path: Path, untrained: bool) -> Path:
+    """Write `fig` as PNG at DPI, under the UNTRAINED strip when `untrained`."""
+    plt, path = _pyplot(), Path(path)
+    if untrained:
+        import io
+
+        from PIL import Image
+
+        from ..viz.drawing import mark_untrained
+
+        buf = io.BytesIO()
+        fig.savefig(buf, dpi=DPI, format="png")
+        with Image.open(buf) as im:
+            mark_untrained(im.convert("RGB")).save(path, format="PNG")
+    else:
+        fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
 
 
 def _series(buckets: dict[str, Any], names: tuple[str, ...], split: str, key: str) -> np.ndarray:
@@ -91,10 +119,7 @@ def size_curve(summary: dict[str, Any], scheme: str, path: Path, title: str | No
     h2, l2 = ax2.get_legend_handles_labels()
     fig.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower center", ncol=4, frameon=False)
     fig.tight_layout(rect=(0, 0.12, 1, 1))
-    path = Path(path)
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save(fig, path, _untrained(summary))
 
 
 def _tick_labels(scheme: str, summary: dict[str, Any]) -> list[str]:
@@ -131,7 +156,4 @@ def compare_curve(a: dict[str, Any], b: dict[str, Any], labels: tuple[str, str],
     fig.legend(*ax.get_legend_handles_labels(), fontsize=7, loc="lower center", ncol=4,
                frameon=False)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    path = Path(path)
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save(fig, path, _untrained(a, b))

@@ -6,13 +6,13 @@
 
 For every input image `<stem>` it writes to the output folder:
 
-    <stem>_overlay.png   the image with class colours and a legend
+    <stem>_overlay.webp  the image with class colours and a legend (WebP, quality 90)
     <stem>_labels.png    class indices (8-bit, 255 = unlabelled; 16-bit, 65535, above 255 classes)
     <stem>.json          classes, colours, confidences, areas, seen/novel, timings (the
                          layout of `zegformer.viz.export`, which writes all three)
 
-With `--mode both` the first two files come once per mode (`<stem>_decoupled_overlay.png`, ...)
-and `<stem>_disagreement.png` shows where the two modes differ. `--random-weights` runs a tiny
+With `--mode both` the first two files come once per mode (`<stem>_decoupled_overlay.webp`, ...)
+and `<stem>_disagreement.webp` shows where the two modes differ. `--random-weights` runs a tiny
 untrained model: its outputs are marked UNTRAINED. User mistakes end with a one-line message and
 exit status 2.
 

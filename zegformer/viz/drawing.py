@@ -321,11 +321,21 @@ def attach_legend(picture: Image.Image, panel: Image.Image, *, untrained: bool =
     on white, topped by a red "UNTRAINED WEIGHTS" banner when `untrained`."""
     size, beside = legend_layout(*picture.size)
     canvas = _stack([picture, panel], horizontal=beside)
-    if untrained:
-        texts = ["UNTRAINED WEIGHTS: random model, output is meaningless", "UNTRAINED WEIGHTS",
-                 "UNTRAINED"]
-        canvas = _stack([_banner(canvas.width, texts, size, (200, 30, 30)), canvas])
-    return canvas
+    return mark_untrained(canvas, size) if untrained else canvas
+
+
+UNTRAINED_TEXTS = ("UNTRAINED WEIGHTS: random model, output is meaningless", "UNTRAINED WEIGHTS",
+                   "UNTRAINED")  # the longest that fits is drawn
+UNTRAINED_RED = (200, 30, 30)
+
+
+def mark_untrained(picture: Image.Image, size: int | None = None) -> Image.Image:
+    """`picture` (RGB) below a red "UNTRAINED WEIGHTS" strip of its width, text `size` px high
+    (default: the legend's size for the picture, `legend_layout`). The figures, the
+    disagreement map and the evaluation plots of an untrained model all carry it."""
+    size = size or legend_layout(*picture.size)[0]
+    return _stack([_banner(picture.width, UNTRAINED_TEXTS, size, UNTRAINED_RED),
+                   picture.convert("RGB")])
 
 
 # ------------------------------------------------------------------------- data for other UIs
@@ -375,7 +385,8 @@ def disagreement(a: SegmentationResult, b: SegmentationResult) -> np.ndarray:
 
 
 def render_disagreement(image: Any, a: SegmentationResult, b: SegmentationResult) -> Image.Image:
-    """The image in faded gray with the pixels where `a` and `b` disagree in magenta."""
+    """The image in faded gray with the pixels where `a` and `b` disagree in magenta, under a
+    strip saying the share (and the red UNTRAINED banner when either result is untrained)."""
     diff = disagreement(a, b)
     rgb = fit_image(image, diff.shape).astype(np.float32)
     gray = rgb.mean(axis=2, keepdims=True) * 0.6 + 90.0
@@ -384,4 +395,5 @@ def render_disagreement(image: Any, a: SegmentationResult, b: SegmentationResult
     pic = Image.fromarray(out.round().clip(0, 255).astype(np.uint8))
     size, share = max(13, min(30, round(max(pic.size) / 34))), f"{100 * diff.mean():.1f}%"
     texts = [f"{a.mode} vs {b.mode}: {share} of pixels differ (magenta)", f"{share} differ"]
-    return _stack([_banner(pic.width, texts, size, (70, 70, 70)), pic])
+    out = _stack([_banner(pic.width, texts, size, (70, 70, 70)), pic])
+    return mark_untrained(out, size) if a.untrained or b.untrained else out
