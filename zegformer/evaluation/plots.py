@@ -23,6 +23,7 @@ DPI = 120
 SEEN_COLOR = "#1f77b4"
 UNSEEN_COLOR = "#d62728"
 HARMONIC_COLOR = "#2ca02c"
+BANNER_PX = 17  # text height of the UNTRAINED strip: its full sentence fits the 840 px width
 
 
 def _pyplot():
@@ -51,7 +52,7 @@ def _save(fig: Any, path: Path, untrained: bool) -> Path:
         buf = io.BytesIO()
         fig.savefig(buf, dpi=DPI, format="png")
         with Image.open(buf) as im:
-            mark_untrained(im.convert("RGB")).save(path, format="PNG")
+            mark_untrained(im.convert("RGB"), size=BANNER_PX).save(path, format="PNG")
     else:
         fig.savefig(path, dpi=DPI)
     plt.close(fig)
