@@ -93,7 +93,7 @@ class FileLayout:
         return f"{self.stem}.json" if self.stem else "result.json"
 
 
-APP_LAYOUT = FileLayout()  # <mode>_overlay.webp, <mode>_figure.webp, <mode>_labels.png, result.json
+APP_LAYOUT = FileLayout()  # <mode>_{overlay,figure}.webp, <mode>_labels.png, result.json
 
 
 def cli_layout(stem: str) -> FileLayout:
@@ -243,8 +243,8 @@ def write_results(out_dir: str | os.PathLike, image: Any, results: Sequence[Segm
     for name, item in pending:
         if layout.picture_format == "webp" and isinstance(item, Image.Image) \
                 and max(item.size) > WEBP_MAX_SIDE:
-            raise ZegFormerError(f"{name} would be {item.width} x {item.height} pixels; WebP holds "
-                                 f"at most {WEBP_MAX_SIDE} a side: write it with "
+            raise ZegFormerError(f"{name} would be {item.width} x {item.height} pixels; WebP "
+                                 f"holds at most {WEBP_MAX_SIDE} a side: write it with "
                                  "FileLayout(picture_format='jpeg') or 'png'")
 
     out = Path(out_dir)

@@ -65,7 +65,8 @@ def plan(root: Path) -> Job:
         root, ["coco/coco_stuff", "coco_stuff", "."], "annotations",
         "unzip stuffthingmaps_trainval2017.zip into coco/coco_stuff/annotations/, giving "
         "annotations/train2017/*.png and annotations/val2017/*.png")
-    spec = RemapSpec(tables(), known_values(coco_stuff_ids()[0]), "the 171 COCO-Stuff ids (0..181 without the 11 unused "
+    spec = RemapSpec(tables(), known_values(coco_stuff_ids()[0]),
+                     "the 171 COCO-Stuff ids (0..181 without the 11 unused "
                      "COCO ids; 255 = unlabelled)")
     out = base / "annotations_detectron2"
     job = Job("coco-stuff", base, [], remap_worker, spec, class_files(base),

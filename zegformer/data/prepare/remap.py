@@ -1,9 +1,10 @@
 """The 8-bit label remapping shared by COCO-Stuff and PASCAL VOC.
 
 `seen_unseen_tables` builds the "seen" / "unseen" / "all" lookups both datasets write, and
-`add_remap_tasks` plans one task per raw label PNG of each raw split. One task reads one raw label PNG, checks that every value is in the dataset's id table, and
-writes one remapped uint8 PNG per output folder (``table[raw]``, 255 = ignore), like the official
-``prepare_*`` scripts; it may also copy the matching image verbatim (VOC's v2 split).
+`add_remap_tasks` plans one task per raw label PNG of each raw split. One task reads one raw
+label PNG, checks that every value is in the dataset's id table, and writes one remapped uint8
+PNG per output folder (``table[raw]``, 255 = ignore), like the official ``prepare_*`` scripts;
+it may also copy the matching image verbatim (VOC's v2 split).
 """
 from __future__ import annotations
 

@@ -67,7 +67,8 @@ def plan(root: Path) -> Job:
         root, ["VOCZERO", "."], "annotations",
         "the CaGNet PASCAL VOC layout: VOCZERO/annotations/{train,val}/*.png and "
         "VOCZERO/images/{train,val}/*.jpg")
-    spec = RemapSpec(tables(), known_values(range(21)), "the PASCAL VOC ids (0 = background, 1..20, 255)")
+    spec = RemapSpec(tables(), known_values(range(21)),
+                     "the PASCAL VOC ids (0 = background, 1..20, 255)")
     ann, ann2, img2 = (base / "annotations_detectron2", base / "annotations_detectron2_v2",
                        base / "images_detectron2")
     dirs = [ann / d for outs in V1_OUTPUTS.values() for d in outs]
