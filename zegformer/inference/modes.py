@@ -27,6 +27,8 @@ from ..loading.settings import ModelSettings
 from ..modeling.clip_adapter import ClipAdapter
 from . import scoring
 from .crop_cache import CropFeatureCache
+from .fast import FastSettings, QuantizedImageTower, fallback_clip_logits, fast_image_encoder
+from .fast import segment_mass, select_segments
 from ..text import CLIP_TEMPLATES
 from .preprocess import Preprocessed, normalize_and_pad, resize_shortest_edge
 from .score_maps import ScoreMaps
@@ -66,6 +68,9 @@ class ScoringInputs:
     crop_stats: dict[str, int] | None = None  # filled by the decoupled mode: CLIP crop counts
     crop_features: CropFeatureCache | None = None  # CLIP crop features kept across calls
     lazy: bool = False  # return a ScoreMaps (scores at the working resolution), not K x H x W
+    fast: FastSettings | None = None  # the fast approximation (`zegformer.inference.fast`)
+    quantized_tower: QuantizedImageTower | None = None  # its int8 image tower (CPU)
+    fast_crop_features: CropFeatureCache | None = None  # crop features of that tower
 
     @property
     def device(self) -> torch.device:
@@ -173,12 +178,25 @@ def decoupled(inp: ScoringInputs) -> torch.Tensor | ScoreMaps:
             skip = None if inp.plain else scoring.negligible_segments(
                 seg_logits, masks, inp.seen, logit_scale=scale, ensembling=s.ensembling,
                 all_classes_as_novel=s.ensembling_all_cls, lam=s.ensemble_lambda)
+            encode, cache = inp.clip.encode_image, None if inp.plain else inp.crop_features
+            encoded = None
+            if inp.fast is not None and skip is not None:
+                encoded = select_segments(segment_mass(seg_logits, masks), ~skip, inp.fast)
+                if inp.quantized_tower is not None:
+                    encode, quantized = fast_image_encoder(encode, inp.quantized_tower,
+                                                           inp.device, inp.fast)
+                    cache = inp.fast_crop_features if quantized else cache
             with inp.autocast():
                 clip_logits = scoring.clip_segment_logits(
-                    clip_img, masks, inp.clip.encode_image, clip_text, scale,
-                    style=s.clip_cls_style, size=inp.clip.image_size, skip=skip,
-                    dedupe=not inp.plain, feature_cache=None if inp.plain else inp.crop_features,
-                    stats=inp.crop_stats).float()
+                    clip_img, masks, encode, clip_text, scale,
+                    style=s.clip_cls_style, size=inp.clip.image_size,
+                    skip=skip if encoded is None else ~encoded, dedupe=not inp.plain,
+                    feature_cache=cache, stats=inp.crop_stats).float()
+            if encoded is not None:
+                clip_logits = fallback_clip_logits(clip_logits, seg_logits, encoded, skip)
+                if inp.crop_stats is not None:
+                    inp.crop_stats.update(negligible=int(skip.sum()),
+                                          fallback=int((~encoded & ~skip).sum()))
     inp.report(0.85, "merging segments")
     with inp.timer("merge"):
         probs = scoring.decoupled_segment_probs(

@@ -18,6 +18,7 @@ from ..modeling.clip_adapter import ClipAdapter
 from ..text import TextEmbedder, is_seen, parse_classes
 from ..text_cache import text_tower_digest
 from .crop_cache import CropFeatureCache
+from .fast import FastOption, QuantizedImageTower, resolve_fast
 from .image import limit_size, load_image
 from .modes import USER_MODES as MODES
 from .modes import ProgressFn, ScoringInputs, resolve_mode
@@ -62,6 +63,8 @@ class Predictor:
                                  weights_digest=lambda: text_tower_digest(self.clip.clip))
         self.crop_stats: dict[str, int] = {}  # last decoupled run: segments, skipped, encoded...
         self.crop_features = CropFeatureCache()  # CLIP crop features, reused for the same image
+        self.quantized_tower = QuantizedImageTower(self.clip.clip)  # the fast path's, on CPU
+        self.fast_crop_features = CropFeatureCache()  # features of the quantised tower
 
     @property
     def kind(self) -> str:
@@ -95,7 +98,7 @@ class Predictor:
     def predict(self, image, classes: str | Sequence[str], mode: str = "decoupled", *,
                 threshold: float = 0.0, progress: ProgressFn | None = None,
                 tta: TTAOption = None, plain: bool = False,
-                full_maps: bool = False) -> SegmentationResult:
+                full_maps: bool = False, fast: FastOption = False) -> SegmentationResult:
         """Segment `image` into `classes`.
 
         Args:
@@ -114,6 +117,12 @@ class Predictor:
                 them (`class_statistics`), the code path before they were taken from the
                 working-resolution maps (`map_statistics`); the results are the same (label
                 maps bit for bit). For benchmarks and tests.
+            fast: the fast approximation (`zegformer.inference.fast`; True or a FastSettings):
+                CLIP crops only for the segments carrying most of the score mass (at most 12),
+                the others classified by the segment classifier alone, and on CPU an int8 image
+                tower. Not the official numbers: the result's `fast` is True. It only changes
+                the decoupled mode with CLIP classification (the other modes have no crops and
+                stay exact, `fast` False). Measured: README "Speed".
 
         Returns:
             SegmentationResult with probs K x H x W at the (possibly downscaled) input size
@@ -130,7 +139,7 @@ class Predictor:
         timings: dict[str, float] = {}
         aug = self.test_augmentation(tta)
         run = dict(timings=timings, progress=progress, tta=aug if aug is not None else False,
-                   plain=plain)
+                   plain=plain, fast=fast)
         seen = [is_seen(n, self.seen_classes) for n in names]
         probs: Any
         if full_maps:
@@ -151,33 +160,41 @@ class Predictor:
             timings=timings, model=self.describe(), untrained=self.untrained,
             device=str(self.device), original_size=tuple(original), image=decoded,
             tta_passes=aug.n_passes if aug is not None else 1,
+            fast=self.applies_fast(fast, mode),
         )
+
+    def applies_fast(self, fast: FastOption, mode: str = "decoupled") -> bool:
+        """Whether `fast` changes what `mode` computes (the decoupled mode with CLIP crops)."""
+        return (resolve_fast(fast) is not None and mode == "decoupled"
+                and self.kind == "zegformer" and self.settings.clip_classification)
 
     @torch.inference_mode()
     def scores(self, rgb: np.ndarray, names: list[str], mode: str = "decoupled", *,
                timings: dict[str, float] | None = None,
                progress: ProgressFn | None = None, tta: TTAOption = None,
-               plain: bool = False) -> np.ndarray:
+               plain: bool = False, fast: FastOption = False) -> np.ndarray:
         """Per-class score maps K x H x W (float32, numpy) for an RGB uint8 image.
 
         In decoupled mode these are the official model's `sem_seg` for this image and vocabulary
         (with `tta`, the official `SemanticSegmentorWithTTA` average: `zegformer.inference.tta`).
         The mode's function comes from the registry in `zegformer.inference.modes`.
         """
-        out = self._run_mode(rgb, names, mode, timings, progress, tta, plain, lazy=False)
+        out = self._run_mode(rgb, names, mode, timings, progress, tta, plain, lazy=False,
+                             fast=fast)
         return out.float().cpu().numpy()
 
     @torch.inference_mode()
     def score_maps(self, rgb: np.ndarray, names: list[str], mode: str = "decoupled", *,
                    timings: dict[str, float] | None = None,
                    progress: ProgressFn | None = None, tta: TTAOption = None,
-                   plain: bool = False) -> ScoreMaps:
+                   plain: bool = False, fast: FastOption = False) -> ScoreMaps:
         """The scores of `scores` before their resize to the image size (`ScoreMaps`):
         `score_maps(...).full()` equals `scores(...)`; `.channels(idx)` resizes only some classes.
         With test-time augmentation the passes are averaged at the image size (as the official
         model does), so the maps are already full size.
         """
-        out = self._run_mode(rgb, names, mode, timings, progress, tta, plain, lazy=True)
+        out = self._run_mode(rgb, names, mode, timings, progress, tta, plain, lazy=True,
+                             fast=fast)
         if isinstance(out, ScoreMaps):
             return out
         full = out.float()
@@ -187,14 +204,17 @@ class Predictor:
 
     @torch.inference_mode()
     def label_map(self, rgb: np.ndarray, names: list[str], mode: str = "decoupled", *,
-                  tta: TTAOption = None) -> np.ndarray:
+                  tta: TTAOption = None, fast: FastOption = False) -> np.ndarray:
         """H x W int32 `scores(...).argmax(0)`, resizing only the classes that can win a pixel."""
-        return label_map_from_maps(self.score_maps(rgb, names, mode, tta=tta))
+        return label_map_from_maps(self.score_maps(rgb, names, mode, tta=tta, fast=fast))
 
     def _run_mode(self, rgb: np.ndarray, names: list[str], mode: str,
                   timings: dict[str, float] | None, progress: ProgressFn | None,
-                  tta: TTAOption, plain: bool, lazy: bool) -> Any:
+                  tta: TTAOption, plain: bool, lazy: bool, fast: FastOption = False) -> Any:
         scoring_mode = resolve_mode(mode, self.kind)
+        if plain and resolve_fast(fast) is not None:
+            raise ZegFormerError("plain (the official algorithm) and fast (an approximation) "
+                                 "exclude each other")
         aug = self.test_augmentation(tta)
         timings = {} if timings is None else timings
         report = progress or (lambda f, d: None)
@@ -210,7 +230,9 @@ class Predictor:
             rgb=rgb, names=names, seen=seen, settings=self.settings, model=self.model,
             clip=self.clip, text=text, timer=lambda key: self._timer(timings, key),
             report=report, autocast=self._autocast, plain=plain, crop_stats=self.crop_stats,
-            crop_features=self.crop_features, lazy=lazy and aug is None)
+            crop_features=self.crop_features, lazy=lazy and aug is None,
+            fast=None if plain else resolve_fast(fast), quantized_tower=self.quantized_tower,
+            fast_crop_features=self.fast_crop_features)
         report(0.15, "preprocessing")
         with self._stage_timers(timings):
             out = scoring_mode.fn(inputs) if aug is None else run_tta(scoring_mode.fn, inputs, aug)

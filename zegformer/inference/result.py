@@ -62,6 +62,8 @@ class SegmentationResult:
             large image was downscaled before prediction.
         tta_passes: forward passes averaged into `probs`: 1 without test-time augmentation,
             len(TEST.AUG.MIN_SIZES) x (2 with FLIP) with it.
+        fast: True when the fast approximation made `probs` (`Predictor.predict(fast=True)`):
+            close to, but not, the official numbers.
     """
 
     class_names: list[str]
@@ -76,6 +78,8 @@ class SegmentationResult:
     original_size: tuple[int, int] | None = None  # (H, W) before downscaling to max_side
     image: Any = field(default=None, repr=False)  # the decoded input, H x W x 3 uint8 RGB
     tta_passes: int = 1  # forward passes averaged (test-time augmentation when > 1)
+    fast: bool = False  # True: the fast approximation (`zegformer.inference.fast`), not the
+    #   official numbers
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickling computes `probs` first (its source is a closure over tensors)."""
@@ -118,6 +122,7 @@ class SegmentationResult:
             "unlabeled_fraction": float((self.label_map == UNLABELED).mean()),
             "timings": {k: round(float(v), 4) for k, v in self.timings.items()},
             "tta_passes": int(self.tta_passes),
+            "fast": bool(self.fast),
         }
 
 

@@ -1,0 +1,78 @@
+"""Train the small model that scripts/benchmark.py measures the fast path on (a few minutes on CPU).
+
+    python scripts/train_bench_model.py OUT [--clip-weights CLIP.pt] [--iters 400]
+
+Writes a synthetic shapes dataset (tests/synthetic_shapes.py: sky, grass, a cat square, a dog bar;
+"dog" unseen) to OUT/data and trains the tiny config on it with `python -m zegformer.train`, but
+with 100 queries (as the official models) and, with --clip-weights, the full-size CLIP ViT-B/16
+(the text tower during training, the image tower for the CLIP crops afterwards), so that the
+crops cost what they cost with real weights. A trained model's "no object" queries behave like a
+real one's: most of the 100 queries end up on "no object", which is what the fast path exploits.
+Then benchmark it with
+
+    python scripts/benchmark.py --weights OUT/run/model_final.pth --config OUT/run/config.yaml \\
+        --clip-weights CLIP.pt --images OUT/data/images/val --classes-file OUT/data/classes.json
+
+The evaluation config turns CLIP classification and ensembling back on (training scores with
+the segment classifier alone, as the official training configs do).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from synthetic_shapes import write_shapes_dataset  # noqa: E402
+
+
+def overrides(data: Path, out: Path, iters: int, clip: bool) -> list[str]:
+    values = {
+        "OUTPUT_DIR": str(out), "MODEL.WEIGHTS": "",
+        "DATASETS.TRAIN": f"('folder:{data}',)", "DATASETS.TEST": f"('folder:{data}',)",
+        "INPUT.MIN_SIZE_TRAIN": "(64,)", "INPUT.MAX_SIZE_TRAIN": "128",
+        "INPUT.CROP.ENABLED": "False", "INPUT.COLOR_AUG_SSD": "False",
+        "INPUT.SIZE_DIVISIBILITY": "64", "INPUT.MIN_SIZE_TEST": "64",
+        "SOLVER.IMS_PER_BATCH": "2", "SOLVER.BASE_LR": "0.001", "SOLVER.MAX_ITER": str(iters),
+        "SOLVER.CHECKPOINT_PERIOD": str(iters), "DATALOADER.NUM_WORKERS": "0",
+        "TEST.EVAL_PERIOD": "0",
+        "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES": "100",
+        "MODEL.SEM_SEG_HEAD.CLIP_CLASSIFICATION": "False", "MODEL.MASK_FORMER.ENSEMBLING": "False",
+        "MODEL.MASK_FORMER.GZERO_CALIBRATE": "-1.0", "MODEL.MASK_FORMER.DROPOUT": "0.0",
+    }
+    if clip:
+        values.update({"MODEL.SEM_SEG_HEAD.CLIP_PRETRAINED": "ViT-B/16",
+                       "MODEL.SEM_SEG_HEAD.CLIP_EMBED_DIM": "512"})
+    return [x for kv in values.items() for x in kv]
+
+
+# What scripts/benchmark.py adds to the run's config.yaml: the official evaluation scoring.
+EVAL_OPTS = ["MODEL.SEM_SEG_HEAD.CLIP_CLASSIFICATION", "True",
+             "MODEL.MASK_FORMER.ENSEMBLING", "True", "MODEL.MASK_FORMER.GZERO_CALIBRATE", "0.1"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--clip-weights", default=None,
+                    help="CLIP ViT-B/16 file (without it: the tiny random CLIP, cheap crops)")
+    ap.add_argument("--iters", type=int, default=400)
+    ap.add_argument("--n-train", type=int, default=32)
+    ap.add_argument("--n-val", type=int, default=8)
+    args = ap.parse_args()
+    from zegformer.training import cli
+
+    data = write_shapes_dataset(args.out / "data", n_train=args.n_train, n_val=args.n_val)
+    flags = ["--config-file", "tiny", "--no-progress", "--log-period", "50"]
+    if args.clip_weights:
+        flags += ["--clip-weights", args.clip_weights]
+    return cli.main(flags + overrides(data, args.out / "run", args.iters,
+                                      bool(args.clip_weights)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
