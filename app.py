@@ -348,7 +348,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
     args = parser.parse_args(argv)
-    demo = build_demo(startup.load_app_predictor(random_weights=args.random_weights or None))
+    predictor = startup.load_app_predictor(random_weights=args.random_weights or None)
+    if not isinstance(predictor, str):  # a str is the setup message: no model to warm
+        startup.warm_presets(predictor)  # preset text embeddings, in the background
+    demo = build_demo(predictor)
     launch(demo, server_name=args.host, server_port=args.port, share=args.share)
 
 

@@ -2,7 +2,7 @@
 
     python scripts/bench_merge.py [--config tiny] [--size 480] [--repeat 3] [--threads N]
                                   [--vocabularies coco_stuff_171 ade20k_full_847]
-                                  [--modes decoupled pixel] [--device cpu]
+                                  [--modes decoupled pixel] [--device cpu] [--opts K V ...]
 
 "before" is `predict(full_maps=True)`: every class resized to the image size, then the statistics
 from the K x H x W maps (the code path before the statistics were computed from the
@@ -33,7 +33,7 @@ def _median(runs: list[dict[str, float]], key) -> float:
     return statistics.median(key(t) for t in runs)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="tiny", help="config for random weights (default: tiny)")
@@ -43,9 +43,10 @@ def main() -> None:
     ap.add_argument("--vocabularies", nargs="+", default=["coco_stuff_171", "ade20k_full_847"])
     ap.add_argument("--modes", nargs="+", default=["decoupled", "pixel"])
     ap.add_argument("--device", default="cpu")
-    args = ap.parse_args()
+    ap.add_argument("--opts", nargs="*", default=[], help="config overrides KEY VALUE ...")
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    predictor = load_random_predictor(args.config, device=args.device)
+    predictor = load_random_predictor(args.config, device=args.device, opts=args.opts)
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (args.size, round(args.size * 4 / 3), 3), dtype=np.uint8)
     print(f"{predictor.describe()} on {args.device}, image {image.shape[1]}x{image.shape[0]}, "

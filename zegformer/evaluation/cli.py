@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test-time augmentation as the official SemanticSegmentorWithTTA: the "
                    "config's TEST.AUG sizes (and flips) averaged; that many times slower "
                    "(also on with --opts TEST.AUG.ENABLED True)")
+    p.add_argument("--fast", action="store_true",
+                   help="the fast approximation (CLIP crops only for the segments carrying most "
+                   "of the score, int8 CLIP on CPU): not the official numbers; recorded in the "
+                   "predictions folder, which then refuses exact runs (and the reverse)")
     p.add_argument("--max-images", type=int, default=None, help="evaluate the first N images")
     p.add_argument("--from-predictions", metavar="DIR", default=None,
                    help="read DIR/<stem>.png label maps instead of running the model")
@@ -76,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     opts = EvalOptions(
         dataset=args.dataset, root=args.root, output=args.output, mode=args.mode,
-        tta=True if args.tta else None,
+        tta=True if args.tta else None, fast=args.fast,
         max_images=args.max_images, from_predictions=args.from_predictions,
         config_file=args.config_file, opts=list(args.opts), random_weights=args.random_weights,
         device=args.device, min_area=args.min_area, classes=args.classes, objects=args.objects,

@@ -43,6 +43,8 @@ class EvalOptions:
     mode: str = "decoupled"
     tta: bool | None = False  # test-time augmentation (TEST.AUG): True, False (one pass), or
     #   None: the config's TEST.AUG.ENABLED decides (the CLI without --tta)
+    fast: bool = False  # the fast approximation (`Predictor.predict(fast=True)`), not the
+    #   official numbers; recorded in the run file
     max_images: int | None = None
     from_predictions: str | None = None
     config_file: str | None = None
@@ -128,6 +130,11 @@ class _Model:
         """`tta` for the predictor: the option, or None (the config's TEST.AUG.ENABLED)."""
         return self.opts.tta
 
+    def fast(self) -> dict[str, bool]:
+        """The `fast` keyword for the predictor when the fast path is asked for (only then, so
+        that stand-in predictors need not know it)."""
+        return {"fast": True} if self.opts.fast else {}
+
     def tta_passes(self) -> int:
         """Forward passes per image (1 without test-time augmentation)."""
         aug = self.load().test_augmentation(self.tta())
@@ -157,8 +164,9 @@ class _Model:
         # would refuse some of ADE20K-Full's official ones. label_map equals
         # scores(...).argmax(0) but resizes only the classes that can win a pixel.
         if hasattr(predictor, "label_map"):
-            return predictor.label_map(rgb, list(names), mode, tta=self.tta()).astype(np.int32)
-        probs = predictor.scores(rgb, list(names), mode, tta=self.tta())  # K x h x w
+            return predictor.label_map(rgb, list(names), mode, tta=self.tta(),
+                                       **self.fast()).astype(np.int32)
+        probs = predictor.scores(rgb, list(names), mode, tta=self.tta(), **self.fast())
         return probs.argmax(axis=0).astype(np.int32)
 
 
@@ -191,7 +199,8 @@ def _class_difference(here: list[str], saved: list[str]) -> str | None:
 
 
 def run_differences(ident: dict[str, Any], saved: dict[str, Any],
-                    keys: tuple[str, ...] = ("model", "config", "opts", "mode", "dataset", "tta")
+                    keys: tuple[str, ...] = ("model", "config", "opts", "mode", "dataset", "tta",
+                                             "fast")
                     ) -> list[str]:
     """One phrase per difference between this run's ident and a saved one."""
     if "classes" not in saved:
@@ -318,6 +327,8 @@ def _run(opts: EvalOptions, info: DistInfo, t0: float,
         ident = run_ident(model.ident(), opts, list(ds.vocab.classes))
         if opts.tta:  # only when on, so that folders written before --tta existed still resume
             ident["tta"] = True
+        if opts.fast:  # the same: exact runs keep the run file they always had
+            ident["fast"] = True
         _check_run_file(pred_dir, ident, info)
     classes = ClassInfo(ds.vocab.classes, ds.vocab.unseen_mask, ds.instance_classes)
     mine = shard(len(records), info)
@@ -327,7 +338,8 @@ def _run(opts: EvalOptions, info: DistInfo, t0: float,
     error: BaseException | None = None
     from tqdm.auto import tqdm
 
-    source = (opts.mode + (" + TTA" if opts.tta else "")) if model else "saved predictions"
+    source = (opts.mode + (" + TTA" if opts.tta else "") + (" + fast" if opts.fast else "")
+              if model else "saved predictions")
     bar = tqdm(mine, desc=f"{opts.dataset} [{source}]", unit="img", dynamic_ncols=True,
                disable=not (opts.progress and info.is_main))
     try:
@@ -387,6 +399,8 @@ def _run(opts: EvalOptions, info: DistInfo, t0: float,
     }
     if model and (opts.tta or model.predictor is not None) and model.tta_passes() > 1:
         meta["tta_passes"] = model.tta_passes()  # absent for single-pass runs (as before)
+    if model and opts.fast:
+        meta["fast"] = True  # the fast approximation, not the official numbers
     summary, tables = build_report(acc, classes, meta, opts.min_area)
     write_report(out, summary, tables, plots=opts.plots)
     print(format_summary(summary), flush=True)

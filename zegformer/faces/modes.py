@@ -44,8 +44,8 @@ def expand_modes(mode: str) -> tuple[str, ...]:
 
 
 def run_modes(predictor: Any, image: Any, classes: str | Sequence[str], modes: Sequence[str],
-              threshold: float = 0.0, progress: ProgressFn | None = None, tta: bool = False
-              ) -> tuple[np.ndarray, list[SegmentationResult]]:
+              threshold: float = 0.0, progress: ProgressFn | None = None, tta: bool = False,
+              fast: bool = False) -> tuple[np.ndarray, list[SegmentationResult]]:
     """One `predictor.predict` per mode on the same pixels; the faces pass their input through.
 
     The input goes to the predictor as given: it decodes it (once: later modes and the pictures
@@ -60,6 +60,7 @@ def run_modes(predictor: Any, image: Any, classes: str | Sequence[str], modes: S
         threshold: pixels less confident than this stay unlabelled.
         progress: optional callback(fraction, description).
         tta: test-time augmentation (TEST.AUG: sizes x flips, averaged) in every mode.
+        fast: the fast approximation (`Predictor.predict(fast=True)`; results say `fast`).
 
     Returns:
         (the decoded H x W x 3 uint8 image at its full size, one result per mode).
@@ -74,7 +75,9 @@ def run_modes(predictor: Any, image: Any, classes: str | Sequence[str], modes: S
             def report(f: float, desc: str, i: int = i, mode: str = mode) -> None:
                 progress((i + f) / len(modes), f"{MODE_TITLES.get(mode, mode)}: {desc}")
         source = results[0].image if results and results[0].image is not None else image
-        extra = {"tta": True} if tta else {}  # stand-ins in tests need not know the keyword
+        extra: dict[str, Any] = {"tta": True} if tta else {}  # stand-ins in tests need not
+        if fast:  # know the keywords
+            extra["fast"] = True
         results.append(predictor.predict(source, classes, mode=mode, threshold=threshold,
                                          progress=report, **extra))
     rgb = results[0].image if results[0].image is not None else load_image(image)

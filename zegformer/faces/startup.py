@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,6 +30,8 @@ PRESETS = {  # label in the UI -> file in assets/vocabularies
     "ADE20K-Full (847)": "ade20k_full_847",
 }
 SHOWN_NAMES = 40  # class names listed under the class box; more are counted
+WARM_CHUNK = 8  # class names encoded per hold of the predictor's lock while warming
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- the model
@@ -153,3 +157,54 @@ def describe_classes(text: str) -> str:
     except ZegFormerError as e:
         return f"**Cannot use this list:** {markdown_text(str(e))}"
     return describe_names(names)
+
+
+# ----------------------------------------------------------------------------- warming
+def preset_names(label: str) -> list[str]:
+    """The class names a request with this preset in the class box asks for (as parsed)."""
+    return parse_classes(", ".join(preset_classes(label)))
+
+
+def warm_presets(predictor: Any, labels: Sequence[str] | None = None, *,
+                 chunk: int = WARM_CHUNK, start: bool = True) -> threading.Thread:
+    """Encode the preset vocabularies' text embeddings in a daemon thread, after start-up.
+
+    They land in the predictor's text caches (memory, and the disk cache of
+    `zegformer.text_cache`, so the next start reads them back), so a visitor's first request
+    with a preset does not wait for the text tower (171 classes: about two minutes on 2 CPU
+    cores with ViT-B/16). Every `chunk` names the thread takes `predictor.lock`, the lock every
+    prediction holds: text is encoded between requests, and a request arriving meanwhile waits
+    for at most one chunk. Smallest presets first. A failure is logged, never raised.
+
+    Args:
+        predictor: a `zegformer.Predictor` (anything without `lock` or `text` is left alone).
+        labels: preset labels (default: every shipped preset).
+        start: False returns the thread unstarted (tests).
+
+    Returns:
+        the thread (`join()` it to wait for the warming to finish).
+    """
+    from ..text import CLIP_TEMPLATES
+
+    def template_sets() -> list[str]:
+        sets = [predictor.settings.prompt_ensemble_type]
+        if getattr(predictor, "kind", "zegformer") == "zegformer":
+            sets.append(CLIP_TEMPLATES)  # CLIP crops and the pixel mode
+        return list(dict.fromkeys(sets))
+
+    def run() -> None:
+        try:
+            chosen = available_presets() if labels is None else list(labels)
+            vocabularies = sorted((preset_names(label) for label in chosen), key=len)
+            for names in vocabularies:
+                for templates in template_sets():
+                    for i in range(0, len(names), max(1, chunk)):
+                        with predictor.lock:
+                            predictor.text(names[i:i + max(1, chunk)], templates)
+        except Exception as e:  # noqa: BLE001 - warming is an optimisation, never fatal
+            log.warning("warming the preset vocabularies stopped: %s", e)
+
+    thread = threading.Thread(target=run, name="zegformer-warm-presets", daemon=True)
+    if hasattr(predictor, "lock") and hasattr(predictor, "text") and start:
+        thread.start()
+    return thread

@@ -65,7 +65,9 @@ def status_line(results: Sequence[SegmentationResult]) -> str:
     for r in results:
         stages = ", ".join(f"{k} {v:.2f} s" for k, v in r.timings.items() if k != "total")
         passes = f", test-time augmentation: {r.tta_passes} passes" if r.tta_passes > 1 else ""
-        parts.append(f"**{r.mode}:** {r.timings.get('total', 0.0):.2f} s ({stages}){passes}")
+        fast = " · **fast approximation** (not the official numbers)" if r.fast else ""
+        parts.append(f"**{r.mode}:** {r.timings.get('total', 0.0):.2f} s ({stages}){passes}"
+                     f"{fast}")
     line = " · ".join(parts)
     if first.untrained:
         line = ("⚠️ **Untrained weights:** a tiny random model is loaded, so the segmentation "

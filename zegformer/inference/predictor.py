@@ -5,6 +5,7 @@ uses the same `scores` method, so what the app shows is what gets evaluated.
 """
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
@@ -65,6 +66,9 @@ class Predictor:
         self.crop_features = CropFeatureCache()  # CLIP crop features, reused for the same image
         self.quantized_tower = QuantizedImageTower(self.clip.clip)  # the fast path's, on CPU
         self.fast_crop_features = CropFeatureCache()  # features of the quantised tower
+        # Held by every prediction; background work (warming text embeddings) takes it too, so
+        # it runs between requests, never during one.
+        self.lock = threading.RLock()
 
     @property
     def kind(self) -> str:
@@ -129,6 +133,13 @@ class Predictor:
             (computed when first read, unless `full_maps`); `tta_passes` says how many forward
             passes were averaged (1 without TTA).
         """
+        with self.lock:
+            return self._predict(image, classes, mode, threshold, progress, tta, plain,
+                                 full_maps, fast)
+
+    def _predict(self, image, classes: str | Sequence[str], mode: str, threshold: float,
+                 progress: ProgressFn | None, tta: TTAOption, plain: bool, full_maps: bool,
+                 fast: FastOption) -> SegmentationResult:
         t0 = time.perf_counter()
         names = parse_classes(classes)
         if not 0.0 <= float(threshold) <= 1.0:
@@ -211,6 +222,12 @@ class Predictor:
     def _run_mode(self, rgb: np.ndarray, names: list[str], mode: str,
                   timings: dict[str, float] | None, progress: ProgressFn | None,
                   tta: TTAOption, plain: bool, lazy: bool, fast: FastOption = False) -> Any:
+        with self.lock:
+            return self._run_locked(rgb, names, mode, timings, progress, tta, plain, lazy, fast)
+
+    def _run_locked(self, rgb: np.ndarray, names: list[str], mode: str,
+                    timings: dict[str, float] | None, progress: ProgressFn | None,
+                    tta: TTAOption, plain: bool, lazy: bool, fast: FastOption) -> Any:
         scoring_mode = resolve_mode(mode, self.kind)
         if plain and resolve_fast(fast) is not None:
             raise ZegFormerError("plain (the official algorithm) and fast (an approximation) "

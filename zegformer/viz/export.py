@@ -5,7 +5,8 @@ through `write_results`; they differ only in their `FileLayout`, i.e. what the f
 and which pictures are written. The JSON document (`result_document`) has one layout for both:
 
     {"mode": "decoupled" | "pixel" | "both",
-     "model", "untrained", "device", "image_size": {"height", "width"} (what the model saw),
+     "model", "untrained", "fast" (true: the fast approximation made it), "device",
+     "image_size": {"height", "width"} (what the model saw),
      "original_size": {"height", "width"} (the input before downscaling),
      "classes": [{"index", "name", "split", "confidence", "area_fraction", "present", "color"}],
      "unlabeled_fraction", "timings"             <- the first mode's result, at the top level
