@@ -94,7 +94,7 @@ def get_parser() -> argparse.ArgumentParser:
                         "passes, averaged): about 12 times slower")
     p.add_argument("--fast", action="store_true",
                    help="the fast approximation: CLIP crops only for the segments that carry "
-                        "most of the score (at most 12), int8 CLIP on CPU; not the official "
+                        "most of the score (at most 10), int8 CLIP on CPU; not the official "
                         "numbers (outputs say \"fast\": true)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None,
                    help="default: cuda when available")

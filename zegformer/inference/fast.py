@@ -5,11 +5,12 @@ The exact path encodes the CLIP crop of every segment that could move a score by
 object", and the few segments that carry the picture also carry most of the score mass. The fast
 path therefore
 
-1. ranks the segments by their score mass, objectness x soft area:
-       mass_q = (1 - P_seg(no object | q)) * sum_x sigmoid(mask_q[x]),
-   and encodes CLIP crops only for the heaviest ones: the fewest whose mass adds up to
-   `mass_fraction` of the total, at most `max_crops` (segments the exact path proves negligible
-   are never encoded);
+1. weighs each segment by objectness x its mask's peak,
+       w_q = (1 - P_seg(no object | q)) * max_x sigmoid(mask_q[x])
+   (the factor by which the exact path bounds a segment's effect on any score), adds the
+   weights of segments with the same binary mask (they share one crop), and encodes CLIP crops
+   only for the heaviest crops: the fewest that hold `mass_fraction` of the total weight, at
+   most `max_crops` (segments the exact path proves negligible are never encoded);
 2. classifies every other segment with the segment classifier alone: its CLIP logits are replaced
    by its own segment logits, so its CLIP probabilities equal its segment-classifier
    probabilities and the geometric ensemble falls back to the classifier's opinion;
@@ -30,6 +31,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -46,7 +48,7 @@ class FastSettings:
         other devices).
     """
 
-    max_crops: int = 12
+    max_crops: int = 10
     mass_fraction: float = 0.97
     quantize: bool = True
 
@@ -73,7 +75,11 @@ def resolve_fast(fast: FastOption) -> FastSettings | None:
 
 
 def segment_mass(seg_logits: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
-    """Score mass of each segment: (1 - P(no object)) * sum of its mask's sigmoid.
+    """Weight of each segment: (1 - P(no object)) * the largest value of its mask's sigmoid.
+
+    Measured on a trained model (scripts/train_bench_model.py, 6 images, fraction 0.97 / 0.99):
+    this weight kept argmax agreement 98.9% / 99.4%; objectness x soft area (the sum of the
+    sigmoid) 98.3% / 98.8% with fewer crops, which loses small objects first.
 
     Args:
         seg_logits: Q x (K + 1), "no object" last; mask_logits: Q x H x W.
@@ -82,28 +88,48 @@ def segment_mass(seg_logits: torch.Tensor, mask_logits: torch.Tensor) -> torch.T
         Q float64 (>= 0).
     """
     objectness = 1.0 - seg_logits.double().softmax(-1)[:, -1]
-    area = mask_logits.double().sigmoid().flatten(1).sum(dim=1)
-    return objectness * area.to(objectness.device)
+    peak = mask_logits.double().sigmoid().flatten(1).amax(dim=1)
+    return objectness * peak.to(objectness.device)
 
 
-def select_segments(mass: torch.Tensor, candidates: torch.Tensor,
-                    settings: FastSettings) -> torch.Tensor:
+def mask_groups(mask_logits: torch.Tensor) -> torch.Tensor:
+    """Q long ids, equal for segments with the same binary mask (sigmoid > 0.5).
+
+    Equal binary masks give equal crops (one image-tower call serves them all), so the fast
+    path counts and ranks crops, not segments. All empty masks form one group.
+    """
+    binary = (mask_logits.sigmoid() > 0.5).flatten(1).cpu().numpy()
+    packed = np.packbits(binary, axis=1)
+    ids: dict[bytes, int] = {}
+    out = [ids.setdefault(row.tobytes(), len(ids)) for row in packed]
+    return torch.tensor(out, dtype=torch.long, device=mask_logits.device)
+
+
+def select_segments(mass: torch.Tensor, candidates: torch.Tensor, settings: FastSettings,
+                    groups: torch.Tensor | None = None) -> torch.Tensor:
     """Segments whose CLIP crop the fast path encodes.
 
     Args:
         mass: Q (`segment_mass`).
         candidates: Q bool, the segments that may be encoded (not provably negligible).
         settings: max_crops and mass_fraction.
+        groups: Q ids of segments sharing one crop (`mask_groups`); default: each its own.
 
     Returns:
-        Q bool: the heaviest candidates, fewest first, until their mass reaches mass_fraction of
-        the candidates' total, at most max_crops of them.
+        Q bool: the candidates of the heaviest groups (a group weighs the mass of its
+        candidates), heaviest first, until they hold mass_fraction of the candidates' total
+        mass, at most max_crops groups.
     """
     chosen = torch.zeros_like(candidates, dtype=torch.bool)
-    idx = torch.nonzero(candidates).flatten()
-    if len(idx) == 0 or settings.max_crops == 0:
+    if groups is None:
+        groups = torch.arange(len(mass), device=mass.device)
+    groups = groups.to(mass.device)
+    members = torch.nonzero(candidates.to(mass.device)).flatten()
+    if len(members) == 0 or settings.max_crops == 0:
         return chosen
-    m = mass[idx]
+    idx, inverse = torch.unique(groups[members], return_inverse=True)  # candidate groups
+    m = torch.zeros(len(idx), dtype=mass.dtype, device=mass.device)
+    m.index_add_(0, inverse, mass[members])
     order = m.argsort(descending=True, stable=True)
     total = m.sum()
     before = m[order].cumsum(0) - m[order]  # mass of the heavier ones
@@ -111,8 +137,10 @@ def select_segments(mass: torch.Tensor, candidates: torch.Tensor,
         needed = torch.ones_like(before, dtype=torch.bool)
     else:  # keep a segment while the heavier ones alone do not yet reach the fraction
         needed = before < settings.mass_fraction * total
-    keep = order[needed][: settings.max_crops]
-    chosen[idx[keep]] = True
+    keep = order[needed][: settings.max_crops]  # indices into idx (groups)
+    picked = torch.zeros(len(idx), dtype=torch.bool, device=mass.device)
+    picked[keep] = True
+    chosen[members[picked[inverse]].to(chosen.device)] = True
     return chosen
 
 

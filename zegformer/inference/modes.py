@@ -28,7 +28,7 @@ from ..modeling.clip_adapter import ClipAdapter
 from . import scoring
 from .crop_cache import CropFeatureCache
 from .fast import FastSettings, QuantizedImageTower, fallback_clip_logits, fast_image_encoder
-from .fast import segment_mass, select_segments
+from .fast import mask_groups, segment_mass, select_segments
 from ..text import CLIP_TEMPLATES
 from .preprocess import Preprocessed, normalize_and_pad, resize_shortest_edge
 from .score_maps import ScoreMaps
@@ -181,7 +181,8 @@ def decoupled(inp: ScoringInputs) -> torch.Tensor | ScoreMaps:
             encode, cache = inp.clip.encode_image, None if inp.plain else inp.crop_features
             encoded = None
             if inp.fast is not None and skip is not None:
-                encoded = select_segments(segment_mass(seg_logits, masks), ~skip, inp.fast)
+                encoded = select_segments(segment_mass(seg_logits, masks), ~skip, inp.fast,
+                                          mask_groups(masks))
                 if inp.quantized_tower is not None:
                     encode, quantized = fast_image_encoder(encode, inp.quantized_tower,
                                                            inp.device, inp.fast)

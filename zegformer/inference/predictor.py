@@ -122,7 +122,7 @@ class Predictor:
                 working-resolution maps (`map_statistics`); the results are the same (label
                 maps bit for bit). For benchmarks and tests.
             fast: the fast approximation (`zegformer.inference.fast`; True or a FastSettings):
-                CLIP crops only for the segments carrying most of the score mass (at most 12),
+                CLIP crops only for the segments carrying most of the score (at most 10),
                 the others classified by the segment classifier alone, and on CPU an int8 image
                 tower. Not the official numbers: the result's `fast` is True. It only changes
                 the decoupled mode with CLIP classification (the other modes have no crops and
