@@ -67,33 +67,23 @@ def test_covering_every_segment_equals_the_exact_path(predictor, image):
     np.testing.assert_array_equal(full.label_map, exact.label_map)
 
 
-def test_no_crop_at_all_is_the_segment_classifier_ensembled_with_itself(predictor, image):
-    """max_crops 0: every segment's CLIP probabilities are its segment-classifier ones."""
-    rgb = image
-    names = NAMES
-    zero = predictor.scores(rgb, names, fast=F.FastSettings(max_crops=0, quantize=False))
-    assert predictor.crop_stats["encoded"] == 0
-    # the same number computed by hand from the model outputs
-    s = predictor.settings
-    captured = {}
-    hook = predictor.model.register_forward_hook(
-        lambda m, a, out: captured.update(logits=out.pred_logits[0].float(),
-                                          masks=out.pred_masks.float()))
-    try:
-        predictor.scores(rgb, names, fast=F.FastSettings(max_crops=0, quantize=False))
-    finally:
-        hook.remove()
-    seg = captured["logits"]
-    seen = torch.tensor([n in predictor.seen_classes for n in names])
-    probs = scoring.ensemble(scoring.segment_class_probs(seg), scoring.segment_class_probs(seg),
-                             seen, s.ensemble_lambda)
-    assert torch.isfinite(probs).all()
-    got = torch.from_numpy(zero)
-    assert got.shape[0] == len(names)
-    # every class map is a non-negative mix of mask sigmoids weighted by these probabilities:
-    # the class with the largest summed probability wins the most pixels after calibration 0
-    if s.gzero_calibrate <= 0:
-        assert int(got.sum(dim=(1, 2)).argmax()) == int(probs.sum(0).argmax())
+def test_no_crop_at_all_uses_the_segment_logits_for_clip(predictor, image, monkeypatch):
+    """max_crops 0: no crop encoded; every segment that is not provably negligible gets its own
+    segment logits as CLIP logits (CLIP agrees with the segment classifier)."""
+    seen: dict = {}
+    original = scoring.decoupled_segment_probs
+
+    def spy(seg_logits, seen_mask, **kw):
+        seen.update(seg=seg_logits.clone(), clip=kw["clip_logits"].clone())
+        return original(seg_logits, seen_mask, **kw)
+
+    monkeypatch.setattr(scoring, "decoupled_segment_probs", spy)
+    predictor.scores(image, NAMES, fast=F.FastSettings(max_crops=0, quantize=False))
+    stats = predictor.crop_stats
+    assert stats["encoded"] == 0 and stats["fallback"] + stats["negligible"] == 10
+    rows = torch.isfinite(seen["clip"]).all(dim=1)
+    assert int(rows.sum()) == stats["fallback"] > 0
+    torch.testing.assert_close(seen["clip"][rows], seen["seg"][rows, :-1])
 
 
 def test_fallback_logits_give_the_segment_classifier_probabilities():
