@@ -349,8 +349,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
     args = parser.parse_args(argv)
     predictor = startup.load_app_predictor(random_weights=args.random_weights or None)
-    if not isinstance(predictor, str):  # a str is the setup message: no model to warm
-        startup.warm_presets(predictor)  # preset text embeddings, in the background
+    # Preset text embeddings, in the background (a str is the setup message: no model). Not on
+    # ZeroGPU: requests run in forked GPU workers, which must not inherit a lock held by it.
+    if not isinstance(predictor, str) and not ZERO_GPU:
+        startup.warm_presets(predictor)
     demo = build_demo(predictor)
     launch(demo, server_name=args.host, server_port=args.port, share=args.share)
 

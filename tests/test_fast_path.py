@@ -282,3 +282,12 @@ def test_warming_a_broken_predictor_only_logs(caplog):
     thread = startup.warm_presets(Broken(), ["PASCAL VOC (20)"])
     thread.join(timeout=10)
     assert "text tower exploded" in caplog.text
+
+
+def test_run_modes_passes_fast_through(predictor, image):
+    from zegformer.faces.modes import run_modes
+
+    _, results = run_modes(predictor, image, "cup, table", ["decoupled", "pixel"], fast=True)
+    assert [r.fast for r in results] == [True, False]  # the pixel mode is exact anyway
+    _, results = run_modes(predictor, image, "cup, table", ["decoupled"])
+    assert results[0].fast is False
