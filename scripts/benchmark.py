@@ -243,8 +243,8 @@ def text_times(predictor, sizes: list[int]) -> None:
                 t = time.perf_counter()
                 predictor.text(names, CLIP_TEMPLATES)
                 mem = time.perf_counter() - t
-                print(f"    {n:>4} classes: cold {times[0]:8.2f} s, warm (disk) {times[1]:6.3f} s, "
-                      f"warm (memory) {mem:.4f} s", flush=True)
+                print(f"    {n:>4} classes: cold {times[0]:8.2f} s, warm (disk) "
+                      f"{times[1]:6.3f} s, warm (memory) {mem:.4f} s", flush=True)
         finally:
             predictor.text.disk = saved_disk
 

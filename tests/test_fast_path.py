@@ -44,7 +44,8 @@ def test_fast_result_is_flagged_and_shaped_like_the_exact_one(predictor, image):
     assert quick.fast is True and exact.fast is False
     assert quick.to_json()["fast"] is True and exact.to_json()["fast"] is False
     assert quick.class_names == exact.class_names
-    assert quick.probs.shape == exact.probs.shape and quick.label_map.shape == exact.label_map.shape
+    assert quick.probs.shape == exact.probs.shape
+    assert quick.label_map.shape == exact.label_map.shape
     assert [c.name for c in quick.classes] == NAMES
     assert predictor.crop_stats["encoded"] <= F.DEFAULT_FAST.max_crops
 

@@ -56,10 +56,12 @@ class FastSettings:
         if self.max_crops < 0:
             raise ZegFormerError(f"max_crops must be at least 0, got {self.max_crops}")
         if not 0.0 <= self.mass_fraction <= 1.0:
-            raise ZegFormerError(f"mass_fraction must be between 0 and 1, got {self.mass_fraction}")
+            raise ZegFormerError(
+                f"mass_fraction must be between 0 and 1, got {self.mass_fraction}")
 
 
 DEFAULT_FAST = FastSettings()
+ImageEncoder = Callable[[torch.Tensor], torch.Tensor]  # N x 3 x S x S -> N x D
 FastOption = bool | FastSettings | None
 
 
@@ -188,9 +190,9 @@ class QuantizedImageTower:
             return self._tower
 
 
-def fast_image_encoder(default: Callable[[torch.Tensor], torch.Tensor],
+def fast_image_encoder(default: ImageEncoder,
                        quantized: QuantizedImageTower, device: torch.device,
-                       settings: FastSettings) -> tuple[Callable[[torch.Tensor], torch.Tensor], bool]:
+                       settings: FastSettings) -> tuple[ImageEncoder, bool]:
     """(the image tower the fast path uses, whether it is the quantised one)."""
     if settings.quantize and device.type == "cpu":
         return quantized, True
