@@ -97,7 +97,7 @@ def setup_help(reason: str) -> SetupHelp:
         "Segmenting is switched off until the Space has weights. **Space owner:** open the "
         "Space's **Settings**, section **Variables and secrets**, add these variables and "
         "restart the Space:\n\n"
-        "| Variable | What it accepts | Now |\n"
+        "| Variable | What it accepts | Current value |\n"
         "|---|---|---|\n"
         f"| `{WEIGHTS_ENV}` (required) | the ZegFormer checkpoint: `hf://owner/repo/model."
         "safetensors` (a file in a Hub model repository, downloaded once at start-up) or a path "
@@ -119,7 +119,8 @@ def setup_help(reason: str) -> SetupHelp:
 
 def no_model_error(model: str) -> str:
     """The one plain line an API caller gets when the app has no model."""
-    reason = getattr(model, "reason", None) or re.sub(r"[*`#]", "", str(model)).strip()
+    reason = (getattr(model, "reason", None) or re.sub(r"[*#]", "", str(model))).strip()
+    reason = reason.replace("`", "")  # plain text: no code spans
     return (f"No model is loaded: {reason} The Space owner sets {WEIGHTS_ENV} (and optionally "
             f"{CLIP_WEIGHTS_ENV}, {CONFIG_ENV}) in the Space's settings; the page lists what "
             "each accepts.")
