@@ -322,8 +322,9 @@ def build_demo(model: Any) -> gr.Blocks:
                       api_visibility="private", **on_model)
         classes.change(startup.describe_classes, classes, parsed, **private)
         mode.change(show_second_view, mode, [overlay2, disagreement], **private)
-        replace_btn.click(replace_classes, [classes, preset], classes, **private)
-        extend_btn.click(add_classes, [classes, preset], classes, **private)
+        # queued (each its own slot, not the model's): a mistake is one toast, not an Error pill
+        replace_btn.click(replace_classes, [classes, preset], classes, api_visibility="private")
+        extend_btn.click(add_classes, [classes, preset], classes, api_visibility="private")
 
         if rows and infer is not None:
             examples = gr.Examples(rows, inputs, label="Examples (click one to run it)",

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from browser_support import screenshot
+
 torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,9 +126,8 @@ def test_visitor_segments_an_image_in_every_mode(page, tmp_path):
         expect(page.locator(f"#downloads a[href$='/{name}']")).to_have_count(1)
 
     page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=str(tmp_path / "app.png"))
-    page.screenshot(path=str(tmp_path / "app_full.png"), full_page=True)
-    assert (tmp_path / "app.png").stat().st_size > 10_000
+    screenshot(page, tmp_path, "app.png")  # also to $ZEGFORMER_SCREENSHOT_DIR when set
+    screenshot(page, tmp_path, "app_full.png", full_page=True)
     if os.environ.get("ZEGFORMER_UPDATE_SCREENSHOTS") == "1":
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(tmp_path / "app.png", SCREENSHOT)

@@ -170,6 +170,14 @@ def test_an_error_is_one_toast_and_the_outputs_keep_their_content(model_url, tmp
         page.click("#run")
         _check_error_shown_once_and_outputs_kept(page, "not an image", overlay_src)
         screenshot(page, tmp_path, "error_not_an_image.png")
+        page.locator("[data-testid=toast-close]").first.click()
+        expect(page.locator(".toast-body")).to_have_count(0)
+
+        # A page helper's mistake: a preset button with no preset chosen.
+        page.click("#preset-replace")
+        _check_error_shown_once_and_outputs_kept(page, "Choose a preset vocabulary first",
+                                                 overlay_src)
+        expect(page.locator("#classes textarea")).to_have_value("cup, table")
 
         # The page still works afterwards, and a good answer replaces the overlay.
         page.set_input_files("#input-image input[type=file]",

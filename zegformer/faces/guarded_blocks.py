@@ -156,7 +156,8 @@ class GuardedBlocks(gr.Blocks):
                               "try again, or with another image."), "Error"
         self._queue.log_message(event_id=event_id, log=message, title=title,
                                 level="error", duration=TOAST_S, visible=True)  # type: ignore
-        data = await self.postprocess_data(fn, [gr.skip() for _ in fn.outputs], state)
+        # one skip() for all outputs (Gradio spreads it; a list would be one output's value)
+        data = await self.postprocess_data(fn, gr.skip() if fn.outputs else [], state)
         return {"data": data, "is_generating": False, "iterator": None, "duration": 0.0,
                 "average_duration": None, "render_config": None, "changed_state_ids": [],
                 "used_cache": None}
