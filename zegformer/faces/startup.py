@@ -79,12 +79,18 @@ def markdown_with_code(text: str) -> str:
     return "".join(f"`{p}`" if i % 2 else markdown_text(p) for i, p in enumerate(parts))
 
 
-def _current(env: str) -> str:
-    value = os.environ.get(env, "").strip()
-    if not value:
-        return "not set"
-    shown = value if len(value) <= 120 else value[:117] + "..."
-    return "`" + shown.replace("`", "'").replace("|", "\\|") + "`"  # | would end the cell
+def _now_set() -> str:
+    """Markdown: the variables' current values (the token only as set / not set)."""
+    parts = []
+    for env in (WEIGHTS_ENV, CLIP_WEIGHTS_ENV, CONFIG_ENV):
+        value = os.environ.get(env, "").strip()
+        if value:
+            shown = value if len(value) <= 120 else value[:117] + "..."
+            parts.append(f"`{env}` = `{shown.replace('`', chr(39))}`")
+        else:
+            parts.append(f"`{env}` not set")
+    parts.append(f"`{HF_TOKEN_ENV}` {'set' if os.environ.get(HF_TOKEN_ENV) else 'not set'}")
+    return "; ".join(parts)
 
 
 def setup_help(reason: str) -> SetupHelp:
@@ -97,19 +103,20 @@ def setup_help(reason: str) -> SetupHelp:
         "Segmenting is switched off until the Space has weights. **Space owner:** open the "
         "Space's **Settings**, section **Variables and secrets**, add these variables and "
         "restart the Space:\n\n"
-        "| Variable | What it accepts | Current value |\n"
-        "|---|---|---|\n"
+        "| Variable | What it accepts |\n"
+        "|---|---|\n"
         f"| `{WEIGHTS_ENV}` (required) | the ZegFormer checkpoint: `hf://owner/repo/model."
         "safetensors` (a file in a Hub model repository, downloaded once at start-up) or a path "
         "to a file in the Space, e.g. `weights/zegformer_R101_coco-stuff.pth`; `.safetensors` "
-        f"(read without pickle) or an official `.pth` | {_current(WEIGHTS_ENV)} |\n"
+        "(read without pickle) or an official `.pth` |\n"
         f"| `{CLIP_WEIGHTS_ENV}` (optional) | CLIP ViT-B/16 weights, OpenAI's `ViT-B-16.pt` or "
         "a state dict in its layout, as `hf://owner/repo/file` or a path; when not set, "
-        f"OpenAI's weights are downloaded at start-up | {_current(CLIP_WEIGHTS_ENV)} |\n"
+        "OpenAI's weights are downloaded at start-up |\n"
         f"| `{CONFIG_ENV}` (optional) | the config the checkpoint was trained with: a name from "
-        f"`configs/` or a YAML path; default `{DEFAULT_CONFIG}` | {_current(CONFIG_ENV)} |\n"
+        f"`configs/` or a YAML path; default `{DEFAULT_CONFIG}` |\n"
         f"| `{HF_TOKEN_ENV}` (a secret, optional) | a Hugging Face token, only for weights in a "
-        f"private repository | {'set' if os.environ.get(HF_TOKEN_ENV) else 'not set'} |\n\n"
+        "private repository |\n\n"
+        f"**Now:** {_now_set()}.\n\n"
         f"To try the page without weights, set `{RANDOM_ENV}` to `1` (or run "
         "`python app.py --random-weights`): a tiny untrained model, whose output is "
         "meaningless."
