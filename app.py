@@ -36,7 +36,7 @@ from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 
 from zegformer.errors import ZegFormerError
-from zegformer.faces import startup, tables
+from zegformer.faces import no_model, startup, tables
 from zegformer.faces.guarded_blocks import GuardedBlocks, user_text
 from zegformer.faces.modes import MODE_CHOICES, expand_modes, run_modes
 from zegformer.faces.web_guard import DEFAULT_FRAME_ANCESTORS, GuardMiddleware, OutputStore
@@ -73,8 +73,7 @@ class ImageInput(gr.Image):
     exception; here the same case becomes a `gr.Error` the user can act on.
     """
 
-    def get_block_name(self) -> str:
-        return "image"  # the frontend draws it as a plain Image
+    is_template = True  # drawn as a plain Image, and named "Image" in the API page
 
     def preprocess(self, payload: Any) -> Any:
         try:
@@ -98,8 +97,7 @@ class ClassesInput(gr.Textbox):
 
     payload_hint = "one comma-separated string, e.g. 'cat, dog, tv | television'"
 
-    def get_block_name(self) -> str:
-        return "textbox"
+    is_template = True  # drawn as a plain Textbox, and named "Textbox" in the API page
 
 
 def _seconds(env: str, default: float) -> float:
@@ -183,8 +181,8 @@ def example_rows() -> list[list[Any]]:
 def _request(model: Any, infer: Infer | None, image, classes, mode, threshold, opacity,
              progress, tta: bool = False) -> tables.Response:
     if isinstance(model, str) or infer is None:
-        plain = str(model).replace("**", "").replace("`", "")
-        raise gr.Error(plain, title="No model loaded", print_exception=False)
+        raise gr.Error(user_text(startup.no_model_error(model)), title="No model loaded",
+                       print_exception=False)
     try:
         if not image:
             raise ZegFormerError("Upload an image first.")
@@ -278,7 +276,7 @@ def build_demo(model: Any) -> gr.Blocks:
                     info=f"Commas separate classes; `a | b` = synonyms of one class. At most "
                          f"{MAX_CLASSES} classes of {MAX_NAME_LENGTH} characters.")
                 parsed = gr.Markdown(startup.describe_classes(DEFAULT_CLASSES),
-                                     elem_id="parsed-classes")
+                                     label="Parsed classes", elem_id="parsed-classes")
                 with gr.Row(equal_height=True):
                     preset = gr.Dropdown(startup.available_presets(), value=None, scale=3,
                                          label="Preset vocabulary", elem_id="preset")
@@ -296,7 +294,7 @@ def build_demo(model: Any) -> gr.Blocks:
                                             "sizes x flip, averaged; about 12x slower)")
                 run_btn = gr.Button("Segment", variant="primary", elem_id="run")
             with gr.Column(scale=3):
-                status = gr.Markdown(elem_id="status")
+                status = gr.Markdown(label="Status", elem_id="status")
                 with gr.Row():
                     overlay = gr.AnnotatedImage(label="Overlay", elem_id="overlay")
                     overlay2 = gr.AnnotatedImage(label="Pixel-level", elem_id="overlay-pixel",
@@ -324,8 +322,9 @@ def build_demo(model: Any) -> gr.Blocks:
                       api_visibility="private", **on_model)
         classes.change(startup.describe_classes, classes, parsed, **private)
         mode.change(show_second_view, mode, [overlay2, disagreement], **private)
-        replace_btn.click(replace_classes, [classes, preset], classes, **private)
-        extend_btn.click(add_classes, [classes, preset], classes, **private)
+        # queued (each its own slot, not the model's): a mistake is one toast, not an Error pill
+        replace_btn.click(replace_classes, [classes, preset], classes, api_visibility="private")
+        extend_btn.click(add_classes, [classes, preset], classes, api_visibility="private")
 
         if rows and infer is not None:
             examples = gr.Examples(rows, inputs, label="Examples (click one to run it)",
@@ -334,8 +333,10 @@ def build_demo(model: Any) -> gr.Blocks:
             examples.load_input_event.then(
                 bind(segment_and_show, model, remembered(infer, len(rows))), inputs + [tta_box],
                 shown, api_visibility="private", **on_model)
-        elif rows:
-            gr.Examples(rows, inputs, label="Examples", visible_columns=[0, 1])
+        elif rows:  # no model: shown, not clickable
+            no_model.disabled_examples(rows, inputs)
+        if predictor is None:  # nothing on the page can start a request that must fail
+            no_model.disable_controls(demo)
     demo.queue(max_size=MAX_QUEUE, default_concurrency_limit=CONCURRENCY_LIMIT)
     return demo
 
@@ -388,6 +389,7 @@ def launch(demo: gr.Blocks, **kwargs: Any) -> Any:
         # Gradio's own multipart error: Gradio deletes the partial files and answers 413
         upload_error=lambda status, message: MultiPartException(message))
     kwargs.setdefault("show_error", False)
+    kwargs.setdefault("css", no_model.CSS)
     return demo.launch(max_file_size=MAX_UPLOAD, ssr_mode=False, enable_monitoring=False,
                        app_kwargs={"middleware": [guard],
                                    "lifespan": _sweeper(output_store())}, **kwargs)

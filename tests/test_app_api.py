@@ -71,6 +71,22 @@ def test_only_segment_is_public(client):
     assert params == ["image", "classes", "mode", "threshold", "opacity"]
 
 
+def test_api_page_names_every_parameter_and_output(client):
+    """view_api shows each value under its component's label, never Gradio's `value_21`."""
+    import re
+
+    api = client.view_api(print_info=False, return_format="dict")
+    endpoint = api["named_endpoints"]["/segment"]
+    labels = [p["label"] for p in endpoint["parameters"] + endpoint["returns"]]
+    assert not [n for n in labels if re.fullmatch(r"(value|parameter)_\d+", n)], labels
+    assert [r["label"] for r in endpoint["returns"]] == [
+        "Per-class confidence", "Classes", "Where the two modes disagree",
+        "Downloads (label map, overlay, figure, JSON)", "Result", "Status", "Parsed classes"]
+    assert [p["component"] for p in endpoint["parameters"]] == ["Image", "Textbox", "Radio",
+                                                              "Slider", "Slider"]
+    assert "Segment `image` into the comma-separated `classes`" in endpoint["description"]
+
+
 def test_segment_an_example_image(client):
     example = EXAMPLES[0]
     image = ROOT / "examples" / example["image"]

@@ -9,11 +9,16 @@ checks (ranges, class names, pixels) stay with the components and the library.
 
 A queued event also checks how long its request waited (`max_wait_s`): a request that could
 not start in time is told so instead of running late.
+
+Errors of page events (api_visibility "private", queued) become one toast, and the outputs keep
+what they showed: Gradio would mark every output of a failed event with a red "Error" pill.
+API callers (public endpoints) still get the error itself.
 """
 from __future__ import annotations
 
 import html
 import inspect
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -24,8 +29,10 @@ from gradio.utils import get_upload_folder
 
 from .web_guard import waited_s
 
+log = logging.getLogger(__name__)
 _URL_PREFIXES = ("http://", "https://", "ftp://", "file:", "s3://", "gs://", "//")
 UPLOAD_HINT = "upload the file (with gradio_client: handle_file('path/to/image.png'))"
+TOAST_S = 8.0  # seconds an error toast of a page event stays (a new error adds a new toast)
 
 
 def user_text(message: str) -> str:
@@ -89,6 +96,11 @@ def check_text_payload(raw: Any, name: str, block: Any) -> None:
         raise refuse(f"{name} must be {hint}, got a {type(raw).__name__}")
 
 
+def answers_as_toast(fn: Any) -> bool:
+    """True for the page's own queued events (not in the API): their errors become a toast."""
+    return getattr(fn, "api_visibility", "public") == "private" and bool(getattr(fn, "queue", 0))
+
+
 def _input_names(block_fn: Any, n: int) -> list[str]:
     """The API parameter names of an event's inputs (its function's first parameters)."""
     try:
@@ -116,13 +128,39 @@ class GuardedBlocks(gr.Blocks):
     async def process_api(self, block_fn: Any, inputs: list[Any], state: Any = None,
                           request: Any = None, *args: Any, **kwargs: Any) -> dict[str, Any]:
         fn = self.fns[block_fn] if isinstance(block_fn, int) else block_fn
+        try:
+            self._check_wait(fn, request)
+            return await super().process_api(fn, inputs, state, request, *args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - answered as a toast on the page, else re-raised
+            event_id = kwargs.get("event_id", args[2] if len(args) > 2 else None)
+            if not answers_as_toast(fn) or event_id is None or self._queue is None:
+                raise
+            return await self._toast_instead(fn, e, event_id, state)
+
+    def _check_wait(self, fn: Any, request: Any) -> None:
         first = request[0] if isinstance(request, list) and request else request
         waited = waited_s(first) if self.max_wait_s is not None and fn.queue else None
         if waited is not None and waited > self.max_wait_s:
             raise gr.Error(f"The server is busy: this request waited {waited:.0f} s for its "
                            f"turn (at most {self.max_wait_s:g} s) and was not run. Try again "
                            "in a minute.", title="Busy", print_exception=False)
-        return await super().process_api(block_fn, inputs, state, request, *args, **kwargs)
+
+    async def _toast_instead(self, fn: Any, error: Exception, event_id: str,
+                             state: Any) -> dict[str, Any]:
+        """One error toast for the page, and every output left as it was (gr.skip())."""
+        if isinstance(error, gr.Error):
+            message, title = error.message, error.title or "Error"
+        else:  # not a message for visitors: the details go to the server log
+            log.exception("page event %s failed", getattr(fn, "name", "?"), exc_info=error)
+            message, title = (f"Something went wrong on the server ({type(error).__name__}); "
+                              "try again, or with another image."), "Error"
+        self._queue.log_message(event_id=event_id, log=message, title=title,
+                                level="error", duration=TOAST_S, visible=True)  # type: ignore
+        # one skip() for all outputs (Gradio spreads it; a list would be one output's value)
+        data = await self.postprocess_data(fn, gr.skip() if fn.outputs else [], state)
+        return {"data": data, "is_generating": False, "iterator": None, "duration": 0.0,
+                "average_duration": None, "render_config": None, "changed_state_ids": [],
+                "used_cache": None}
 
     async def preprocess_data(self, block_fn: Any, inputs: list[Any], state: Any,
                               explicit_call: bool = False) -> Any:

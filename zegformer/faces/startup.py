@@ -35,16 +35,106 @@ log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- the model
-def setup_help(reason: str) -> str:
-    """Markdown telling the Space owner what to configure, after the loader's own message."""
-    return (
-        f"**No model is loaded:** {reason}\n\n"
-        f"Set `{WEIGHTS_ENV}` to the ZegFormer checkpoint (a local `.pth` path or "
-        f"`hf://owner/repo/file.pth`) and, offline, `{CLIP_WEIGHTS_ENV}` to the CLIP ViT-B/16 "
-        f"weights; `{CONFIG_ENV}` picks the config (default `{DEFAULT_CONFIG}`). "
-        "In a Space these are *Variables* in the settings. To try the interface without "
-        f"weights, run `python app.py --random-weights` (or set `{RANDOM_ENV}=1`)."
+HF_TOKEN_ENV = "HF_TOKEN"  # huggingface_hub's token: needed for a private weights repository
+# The loader speaks to library and CLI users (weights=PATH, --opts, trust_pickle=True); on the
+# page each of its hints is said as what a Space owner sets instead. (pattern, replacement)
+_FOR_SPACE_OWNER = [
+    (re.compile(r"no ZegFormer weights given: pass weights=PATH .*", re.S),
+     f"`{WEIGHTS_ENV}` is not set, so there is no ZegFormer checkpoint to load."),
+    (re.compile(r"\.? ?If you trust (?:it|this file), load it with trust_pickle=True "
+                r"\(--trust-pickle in the CLIs\)\.?"),
+     ". The app never runs code from a weights file: if you trust the file, convert it on your "
+     "own computer with `python -m zegformer.hub convert CKPT.pth OUT_DIR --trust-pickle` and "
+     f"point `{WEIGHTS_ENV}` at the `model.safetensors` it writes."),
+    (re.compile(r"pass it as the CLIP weights \(clip_weights= / --clip-weights / "
+                r"ZEGFORMER_CLIP_WEIGHTS\)"),
+     f"set it as `{CLIP_WEIGHTS_ENV}`, not `{WEIGHTS_ENV}`"),
+    (re.compile(r" \(or --clip-weights\)"), ""),
+    (re.compile(r"--opts MODEL\.WEIGHTS"), f"`{WEIGHTS_ENV}`"),
+]
+
+
+class SetupHelp(str):
+    """The Markdown the page shows when no model could be loaded (a `str`), with `reason`: the
+    loader's one line, said for the Space owner (plain text, for the API's error)."""
+
+    reason: str
+
+    def __new__(cls, markdown: str, reason: str) -> "SetupHelp":
+        self = super().__new__(cls, markdown)
+        self.reason = reason
+        return self
+
+
+def for_space_owner(message: str) -> str:
+    """The loader's message with its library and CLI advice (weights=PATH, --opts,
+    trust_pickle=True, --clip-weights) replaced by the Space variable to set."""
+    for pattern, replacement in _FOR_SPACE_OWNER:
+        message = pattern.sub(replacement, message)
+    return message
+
+
+def markdown_with_code(text: str) -> str:
+    """Plain text shown in Markdown: `code spans` kept, everything else escaped as user text
+    (a file path with _ or * is not emphasis, a web page's <title> is not a tag)."""
+    parts = text.split("`")
+    if len(parts) % 2 == 0:  # an odd number of backticks: no code spans at all
+        return markdown_text(text)
+    return "".join(f"`{p}`" if i % 2 else markdown_text(p) for i, p in enumerate(parts))
+
+
+def _now_set() -> str:
+    """Markdown: the variables' current values (the token only as set / not set)."""
+    parts = []
+    for env in (WEIGHTS_ENV, CLIP_WEIGHTS_ENV, CONFIG_ENV):
+        value = os.environ.get(env, "").strip()
+        if value:
+            shown = value if len(value) <= 120 else value[:117] + "..."
+            parts.append(f"`{env}` = `{shown.replace('`', chr(39))}`")
+        else:
+            parts.append(f"`{env}` not set")
+    parts.append(f"`{HF_TOKEN_ENV}` {'set' if os.environ.get(HF_TOKEN_ENV) else 'not set'}")
+    return "; ".join(parts)
+
+
+def setup_help(reason: str) -> SetupHelp:
+    """Markdown telling the Space owner which variables to set, after the loader's own message
+    (`reason`, one line, rewritten by `for_space_owner`)."""
+    said = for_space_owner(reason)
+    text = (
+        "## No model is loaded\n\n"
+        f"{markdown_with_code(said)}\n\n"
+        "Segmenting is switched off until the Space has weights. **Space owner:** open the "
+        "Space's **Settings**, section **Variables and secrets**, add these variables and "
+        "restart the Space:\n\n"
+        "| Variable | What it accepts |\n"
+        "|---|---|\n"
+        f"| `{WEIGHTS_ENV}` (required) | the ZegFormer checkpoint: `hf://owner/repo/model."
+        "safetensors` (a file in a Hub model repository, downloaded once at start-up) or a path "
+        "to a file in the Space, e.g. `weights/zegformer_R101_coco-stuff.pth`; `.safetensors` "
+        "(read without pickle) or an official `.pth` |\n"
+        f"| `{CLIP_WEIGHTS_ENV}` (optional) | CLIP ViT-B/16 weights, OpenAI's `ViT-B-16.pt` or "
+        "a state dict in its layout, as `hf://owner/repo/file` or a path; when not set, "
+        "OpenAI's weights are downloaded at start-up |\n"
+        f"| `{CONFIG_ENV}` (optional) | the config the checkpoint was trained with: a name from "
+        f"`configs/` or a YAML path; default `{DEFAULT_CONFIG}` |\n"
+        f"| `{HF_TOKEN_ENV}` (a secret, optional) | a Hugging Face token, only for weights in a "
+        "private repository |\n\n"
+        f"**Now:** {_now_set()}.\n\n"
+        f"To try the page without weights, set `{RANDOM_ENV}` to `1` (or run "
+        "`python app.py --random-weights`): a tiny untrained model, whose output is "
+        "meaningless."
     )
+    return SetupHelp(text, said)
+
+
+def no_model_error(model: str) -> str:
+    """The one plain line an API caller gets when the app has no model."""
+    reason = (getattr(model, "reason", None) or re.sub(r"[*#]", "", str(model))).strip()
+    reason = reason.replace("`", "")  # plain text: no code spans
+    return (f"No model is loaded: {reason} The Space owner sets {WEIGHTS_ENV} (and optionally "
+            f"{CLIP_WEIGHTS_ENV}, {CONFIG_ENV}) in the Space's settings; the page lists what "
+            "each accepts.")
 
 
 def load_app_predictor(random_weights: bool | None = None) -> Any:
@@ -55,7 +145,7 @@ def load_app_predictor(random_weights: bool | None = None) -> Any:
     $ZEGFORMER_RANDOM_WEIGHTS=1) loads the tiny untrained model instead.
 
     Returns:
-        a `zegformer.Predictor`, or a `str` (Markdown) when no model could be loaded.
+        a `zegformer.Predictor`, or a `SetupHelp` (Markdown str) when no model could be loaded.
     """
     from ..loading.factory import load_predictor, load_random_predictor
 
