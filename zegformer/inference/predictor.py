@@ -155,6 +155,7 @@ class Predictor:
         probs: Any
         if full_maps:
             probs = self.scores(rgb, names, mode, **run)
+            kept_maps = None
             t = time.perf_counter()
             label_map, stats = class_statistics(probs, names, seen, threshold)
         else:
@@ -164,12 +165,14 @@ class Predictor:
                 label_map, stats = map_statistics(maps, names, seen, threshold)
             maps.release()  # a kept result holds only the small model outputs
             probs = _full_probs(maps)
+            kept_maps = maps  # another threshold later: `rethreshold.with_threshold`
         timings["statistics"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
         return SegmentationResult(
             class_names=names, probs=probs, label_map=label_map, classes=stats, mode=mode,
             timings=timings, model=self.describe(), untrained=self.untrained,
             device=str(self.device), original_size=tuple(original), image=decoded,
+            score_maps=kept_maps,
             tta_passes=aug.n_passes if aug is not None else 1,
             fast=self.applies_fast(fast, mode),
         )

@@ -60,6 +60,10 @@ class SegmentationResult:
         device: the torch device the model ran on, e.g. "cpu" or "cuda:0".
         original_size: (H, W) of the image as given; differs from label_map's shape when a
             large image was downscaled before prediction.
+        score_maps: the `ScoreMaps` the statistics were taken from (working-resolution maps
+            released), kept so that `zegformer.inference.rethreshold.with_threshold` can apply
+            another threshold without running the model; None for results made otherwise, and
+            after pickling (a pickled result carries `probs` instead).
         tta_passes: forward passes averaged into `probs`: 1 without test-time augmentation,
             len(TEST.AUG.MIN_SIZES) x (2 with FLIP) with it.
         fast: True when the fast approximation made `probs` (`Predictor.predict(fast=True)`):
@@ -76,6 +80,7 @@ class SegmentationResult:
     untrained: bool = False
     device: str = "cpu"
     original_size: tuple[int, int] | None = None  # (H, W) before downscaling to max_side
+    score_maps: Any = field(default=None, repr=False, compare=False)  # see the docstring
     image: Any = field(default=None, repr=False)  # the decoded input, H x W x 3 uint8 RGB
     tta_passes: int = 1  # forward passes averaged (test-time augmentation when > 1)
     fast: bool = False  # True: the fast approximation (`zegformer.inference.fast`), not the
@@ -85,6 +90,7 @@ class SegmentationResult:
         """Pickling computes `probs` first (its source is a closure over tensors)."""
         state = dict(self.__dict__)
         state["_probs"], state["_probs_source"] = self.probs, None
+        state["score_maps"] = None  # closures over tensors; `probs` says the same
         return state
 
     def replace(self, **changes: Any) -> "SegmentationResult":
