@@ -36,7 +36,7 @@ from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 
 from zegformer.errors import ZegFormerError
-from zegformer.faces import no_model, startup, tables
+from zegformer.faces import live, no_model, page, startup, tables
 from zegformer.faces.guarded_blocks import GuardedBlocks, user_text
 from zegformer.faces.modes import MODE_CHOICES, expand_modes, run_modes
 from zegformer.faces.web_guard import DEFAULT_FRAME_ANCESTORS, GuardMiddleware, OutputStore
@@ -170,16 +170,16 @@ def bind(fn: Callable, *args: Any) -> functools.partial:
 
 
 def example_rows() -> list[list[Any]]:
-    """gr.Examples rows from examples/examples.json: image, classes, mode, threshold, opacity."""
-    return [[str(path), classes, "decoupled", 0.0, 0.5]
-            for path, classes in startup.example_entries()]
+    """gr.Examples rows from examples/examples.json: image and classes only (a click keeps the
+    visitor's mode, threshold and opacity)."""
+    return [[str(path), classes] for path, classes in startup.example_entries()]
 
 
 # ----------------------------------------------------------------------------- callbacks
 # `model` is the loaded predictor or the Markdown saying why there is none; `infer` is
 # `serve(model)` (None without a model). `build_demo` binds both.
 def _request(model: Any, infer: Infer | None, image, classes, mode, threshold, opacity,
-             progress, tta: bool = False) -> tables.Response:
+             progress, tta: bool = False, query: str = "") -> tuple[tables.Response, live.Kept]:
     if isinstance(model, str) or infer is None:
         raise gr.Error(user_text(startup.no_model_error(model)), title="No model loaded",
                        print_exception=False)
@@ -192,7 +192,9 @@ def _request(model: Any, infer: Infer | None, image, classes, mode, threshold, o
         report = None if ZERO_GPU else (lambda f, d: progress(f, desc=d))
         extra = {"tta": True} if tta else {}  # test-time augmentation: the page's checkbox
         rgb, results = infer(image, classes, modes, threshold, report, **extra)
-        return tables.respond(rgb, results, opacity, output_store().new_dir())
+        response = tables.respond(rgb, results, opacity, output_store().new_dir(),
+                                  threshold=float(threshold), query=query or "")
+        return response, live.keep(response, rgb, results, threshold, opacity)
     except (ZegFormerError, ValueError) as e:
         raise gr.Error(user_text(str(e)), print_exception=False) from None
 
@@ -202,26 +204,22 @@ def segment(model, infer, image, classes, mode, threshold, opacity, progress=gr.
     mode "decoupled", "pixel" or "both"; pixels whose best normalised score is below
     `threshold` stay unlabelled; `opacity` (0..1) sets the overlays' strength.
 
-    Returns: per-class confidences, the class table, the disagreement map ("both" only),
-    the downloads (label maps, overlays, figures, result.json), the JSON result, the status
-    line and the parsed class list."""
-    return _request(model, infer, image, classes, mode, threshold, opacity, progress).api_values()
+    Returns: the found classes' confidences (mean normalised score over each class's pixels,
+    first mode), the class table (every class and mode), the disagreement map ("both" only),
+    the downloads (label maps, overlays, figures, classes.csv, result.json), the JSON result,
+    the status line and the parsed class list."""
+    response, _ = _request(model, infer, image, classes, mode, threshold, opacity, progress)
+    return response.api_values()
 
 
 def segment_and_show(model, infer, image, classes, mode, threshold, opacity, tta=False,
-                     progress=gr.Progress()):
-    """`segment` for the page: the same outputs, then the two overlays, drawn from the results
-    in memory (the second one only in "both" mode); `tta` is the test-time augmentation box."""
-    response = _request(model, infer, image, classes, mode, threshold, opacity, progress,
-                        bool(tta))
-    views = [gr.update(value=value, label=title, color_map=colors)
-             for value, title, colors in response.overlays]
-    return response.api_values() + tuple((views + [None, None])[:2])
-
-
-def show_second_view(mode: str) -> list[Any]:
-    """The pixel-level overlay and the disagreement map are shown in "both" mode only."""
-    return [gr.update(visible=mode == "both")] * 2
+                     query="", progress=gr.Progress()):
+    """`segment` for the page: the confidence panel, the top classes of the table (filtered by
+    `query`), the overlays (the second one and the disagreement map with a "both" result only)
+    and the result kept for the live controls; `tta` is the test-time augmentation box."""
+    response, kept = _request(model, infer, image, classes, mode, threshold, opacity, progress,
+                              bool(tta), query)
+    return page.page_values(response, kept)
 
 
 def _preset(current: str, label: str | None, extend: bool) -> str:
@@ -295,6 +293,8 @@ def build_demo(model: Any) -> gr.Blocks:
                 run_btn = gr.Button("Segment", variant="primary", elem_id="run")
             with gr.Column(scale=3):
                 status = gr.Markdown(label="Status", elem_id="status")
+                # the overlays' legends give each class's area; the pixel-level overlay and the
+                # disagreement map appear with a "both" result (`page.page_values`)
                 with gr.Row():
                     overlay = gr.AnnotatedImage(label="Overlay", elem_id="overlay")
                     overlay2 = gr.AnnotatedImage(label="Pixel-level", elem_id="overlay-pixel",
@@ -302,37 +302,49 @@ def build_demo(model: Any) -> gr.Blocks:
                 disagreement = gr.Image(label="Where the two modes disagree", type="pil",
                                         show_label=False, interactive=False, visible=False,
                                         height=320, elem_id="disagreement")
-                confidences = gr.Label(label="Per-class confidence", num_top_classes=10,
-                                       elem_id="confidences")
+                panel = gr.Markdown(elem_id="confidences")  # `views.confidence_panel`
+                # the API's confidences (found classes, first mode); the page shows the panel
+                confidences = gr.Label(label="Per-class confidence (mean score over its pixels)",
+                                       visible=False, elem_id="api-confidences")
+                table_filter = gr.Textbox(label="Find a class", elem_id="class-filter",
+                                          max_length=200, lines=1,
+                                          placeholder="part of a class name or synonym")
                 table = gr.Dataframe(headers=tables.TABLE_HEADERS, label="Classes",
-                                     interactive=False, elem_id="class-table")
-                files = gr.File(label="Downloads (label map, overlay, figure, JSON)",
+                                     interactive=False, wrap=True, elem_id="class-table")
+                files = gr.File(label="Downloads (label map, overlay, figure, CSV, JSON)",
                                 file_count="multiple", interactive=False, elem_id="downloads")
                 with gr.Accordion("Result as JSON", open=False):
                     result_json = gr.JSON(label="Result", elem_id="result-json")
+                kept = gr.State(None, time_to_live=age)  # the last result, for the live controls
 
         inputs = [image, classes, mode, threshold, opacity]
         outputs = [confidences, table, disagreement, files, result_json, status, parsed]
-        shown = outputs + [overlay, overlay2]  # the page's outputs: the API's and the overlays
+        shown = [panel, table, disagreement, files, result_json, status, parsed, overlay,
+                 overlay2, kept]  # the page's outputs (`page.page_values`)
         on_model = dict(concurrency_limit=CONCURRENCY_LIMIT, concurrency_id="model")
         private = dict(api_visibility="private", queue=False)
         # /segment: the button's work without the overlays, an endpoint with no trigger on the page
         gr.on([], bind(segment, model, infer), inputs, outputs, api_name="segment", **on_model)
-        run_btn.click(bind(segment_and_show, model, infer), inputs + [tta_box], shown,
-                      api_visibility="private", **on_model)
+        run_btn.click(bind(segment_and_show, model, infer), inputs + [tta_box, table_filter],
+                      shown, api_visibility="private", **on_model)
+        # live controls: redrawn from the kept result, queued (they draw images), never the model
+        redraw = dict(api_visibility="private", concurrency_limit=1, concurrency_id="redraw",
+                      trigger_mode="always_last")
+        for slider in (threshold, opacity):
+            slider.release(bind(page.redraw_and_show, lambda: output_store().new_dir()),
+                           [kept, threshold, opacity, table_filter], shown, **redraw)
+        table_filter.change(page.filter_table, [kept, table_filter], table, **private)
         classes.change(startup.describe_classes, classes, parsed, **private)
-        mode.change(show_second_view, mode, [overlay2, disagreement], **private)
         # queued (each its own slot, not the model's): a mistake is one toast, not an Error pill
         replace_btn.click(replace_classes, [classes, preset], classes, api_visibility="private")
         extend_btn.click(add_classes, [classes, preset], classes, api_visibility="private")
 
-        if rows and infer is not None:
-            examples = gr.Examples(rows, inputs, label="Examples (click one to run it)",
-                                   visible_columns=[0, 1], api_visibility="private",
-                                   elem_id="examples")
+        if rows and infer is not None:  # examples fill the image and the classes only
+            examples = gr.Examples(rows, [image, classes], label="Examples (click one to run it)",
+                                   api_visibility="private", elem_id="examples")
             examples.load_input_event.then(
-                bind(segment_and_show, model, remembered(infer, len(rows))), inputs + [tta_box],
-                shown, api_visibility="private", **on_model)
+                bind(segment_and_show, model, remembered(infer, len(rows))),
+                inputs + [tta_box, table_filter], shown, api_visibility="private", **on_model)
         elif rows:  # no model: shown, not clickable
             no_model.disabled_examples(rows, inputs)
         if predictor is None:  # nothing on the page can start a request that must fail

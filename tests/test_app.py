@@ -20,7 +20,7 @@ import gradio as gr  # noqa: E402
 from result_support import block_result, two_modes_scene  # noqa: E402
 
 from zegformer.errors import ZegFormerError  # noqa: E402
-from zegformer.faces import startup, tables  # noqa: E402
+from zegformer.faces import startup, tables, views  # noqa: E402
 from zegformer.faces.modes import expand_modes, run_modes  # noqa: E402
 from zegformer.text import MAX_CLASSES, MAX_NAME_LENGTH, parse_classes  # noqa: E402
 
@@ -97,26 +97,34 @@ def test_respond_shows_the_results_in_memory(tmp_path):
     out = tables.respond(image, results, 0.4, tmp_path)
     by_name = {Path(f).name: f for f in out.files}
     assert set(by_name) >= {"decoupled_overlay.webp", "decoupled_labels.png", "pixel_figure.webp",
-                            "disagreement.webp", "result.json"}
+                            "disagreement.webp", "classes.csv", "result.json"}
+    assert Path(out.files[-1]).name == "result.json"  # the document last, naming every file
     data = json.loads(Path(by_name["result.json"]).read_text())
     assert data == json.loads(json.dumps(out.data))
+    assert data["files"] == [Path(f).name for f in out.files]
     assert data["original_size"] == {"height": 48, "width": 64}
-    assert out.confidences == {c.name: c.confidence for c in results[0].classes}
+    # the API's confidences: found classes only, each its mean score over its pixels
+    assert out.confidences == {c.name: c.confidence for c in results[0].classes if c.present}
     assert len(out.table) == 2 * len(names) and out.table[0][:3] == [
         results[0].present_classes[0].name, "seen" if results[0].present_classes[0].seen
         else "novel", "decoupled"]
     assert "downscaled from 64 × 48" in out.status and "Untrained" in out.status
     assert out.parsed == startup.describe_classes(", ".join(names))
-    assert out.api_values() == (out.confidences, out.table, out.disagreement, out.files,
-                                out.data, out.status, out.parsed)
+    assert out.api_values() == (out.confidences, {"headers": tables.TABLE_HEADERS,
+                                                  "data": out.table},
+                                out.disagreement, out.files, out.data, out.status, out.parsed)
+    assert "Both modes" in out.panel and "pixel: confidence" in out.panel
+    assert out.page_table.headers[2:] == ["decoupled: area", "decoupled: confidence",
+                                          "pixel: area", "pixel: confidence"]
 
     values = out.overlays  # drawn from the results in memory, not from the files
     assert [title for _, title, _ in values] == ["Decoupled (ZegFormer)", "Pixel-level"]
     (base, masks), _, cmap = values[0]
     assert base is image
     present = results[0].present_classes
-    assert [label for _, label in masks] == [
-        f"{c.name} {round(100 * c.confidence)}%" for c in present]
+    assert [label for _, label in masks] == [  # the legend gives areas, not confidences
+        f"{views.short_name(c.name)} — {views.area_text(c.area_fraction)} of image"
+        for c in present]
     assert list(cmap) == [label for _, label in masks]
     assert set(cmap.values()) <= {c["color"] for c in out.data["classes"]}
     np.testing.assert_allclose(masks[0][0], (results[0].label_map == present[0].index) * 0.4)
@@ -215,13 +223,22 @@ def test_blocks_build_with_one_public_endpoint(tiny_demo):
     by_id = {c["id"]: c["props"].get("elem_id") for c in config["components"]}
     assert public[0]["targets"] == []  # an API endpoint; the page's button has its own event
     api_outputs = [by_id[i] for i in public[0]["outputs"]]
-    assert api_outputs == ["confidences", "class-table", "disagreement", "downloads",
+    assert api_outputs == ["api-confidences", "class-table", "disagreement", "downloads",
                            "result-json", "status", "parsed-classes"]
-    runs = [fn for fn in tiny_demo.fns.values()
-            if [o.elem_id for o in fn.outputs][:7] == api_outputs]
-    assert [[o.elem_id for o in fn.outputs][7:] for fn in runs] == [
-        [], ["overlay", "overlay-pixel"], ["overlay", "overlay-pixel"]]  # API, button, example
-    assert {fn.concurrency_id for fn in runs} == {"model"}  # one model run at a time
+    from zegformer.faces.page import PAGE_OUTPUTS
+
+    page = [fn for fn in tiny_demo.fns.values()
+            if [o.elem_id for o in fn.outputs] == PAGE_OUTPUTS]
+    runs = [fn for fn in page if fn.concurrency_id == "model"]  # the button and the examples
+    redraws = [fn for fn in page if fn.concurrency_id == "redraw"]  # the two sliders
+    assert len(runs) == 2 and len(redraws) == 2 and len(page) == 4
+    assert all(fn.queue and fn.api_visibility == "private" for fn in page)  # images: queued
+    assert all(fn.trigger_mode == "always_last" for fn in redraws)
+    sliders = {t[0]: t[1] for fn in redraws for t in fn.targets}
+    assert sorted(by_id[i] for i in sliders) == ["opacity", "threshold"]
+    assert set(sliders.values()) == {"release"}
+    examples = next(c for c in config["components"] if c["props"].get("elem_id") == "examples")
+    assert [by_id[i] for i in examples["props"]["component_ids"]] == ["input-image", "classes"]
     image = next(c for c in config["components"] if c["props"].get("elem_id") == "input-image")
     assert image["props"]["sources"] == ["upload", "webcam", "clipboard"]
 
@@ -237,11 +254,14 @@ def test_the_callbacks_segment_in_memory(tiny_predictor):
     assert data["opacity"] == 0.6 and disagreement in files  # the file written, not a copy
     assert Image.open(disagreement).width == data["image_size"]["width"]
     assert all(Path(f).is_file() for f in files) and "**pixel:**" in status
-    assert "2 classes" in parsed and set(confidences) == {"cat", "wall | partition"}
+    assert "2 classes" in parsed
+    assert set(confidences) == {c["name"] for c in data["classes"] if c["present"]}
 
     shown = app.segment_and_show(tiny_predictor, infer, str(CAT), "cat, wall | partition",
                                  "decoupled", 0.0, 0.5, progress=no_progress)
-    assert len(shown) == 9 and shown[8] is None  # no second overlay in one mode
+    assert len(shown) == 10 and shown[8]["visible"] is False  # no second overlay in one mode
+    assert shown[2]["visible"] is False  # nor a disagreement map
+    assert shown[9].results[0].mode == "decoupled" and shown[9].threshold == 0.0  # kept
     first = shown[7]
     assert first["label"] == "Decoupled (ZegFormer)"
     (base, masks) = first["value"]
@@ -249,7 +269,8 @@ def test_the_callbacks_segment_in_memory(tiny_predictor):
         assert base.shape == (im.height, im.width, 3)
     found = [c for c in shown[4]["classes"] if c["present"]]
     assert sorted(label for _, label in masks) == sorted(
-        f"{c['name']} {round(100 * c['confidence'])}%" for c in found)
+        f"{views.short_name(c['name'])} — {views.area_text(c['area_fraction'])} of image"
+        for c in found)
     assert set(first["color_map"].values()) == {c["color"] for c in found}
     assert sum(float(m.sum()) for m, _ in masks) == pytest.approx(
         0.5 * base.shape[0] * base.shape[1] * (1 - shown[4]["unlabeled_fraction"]))
@@ -292,8 +313,6 @@ def test_presets_fill_the_class_box():
     assert app.add_classes("cat", "PASCAL VOC (20)").startswith("cat, aeroplane")
     with pytest.raises(gr.Error, match="Choose a preset"):
         app.replace_classes("cat", None)
-    assert [u["visible"] for u in app.show_second_view("both")] == [True, True]
-    assert [u["visible"] for u in app.show_second_view("pixel")] == [False, False]
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,7 @@
 """What one app request shows, built from its in-memory results: the confidences, the class
-table, the status line, the overlays, and the downloads (written by `zegformer.viz.export`).
+table, the status line, the overlays, and the downloads (written by `zegformer.viz.export`, plus
+the full class table as CSV). The page's parts (confidence panel, top-N table, legends) come from
+`zegformer.faces.views` and `zegformer.faces.class_table`; the API gets the full numbers.
 
 No Gradio here (the module imports without it), and no model logic.
 """
@@ -9,40 +11,43 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
+import json
 
 from ..inference.result import SegmentationResult
-from ..viz import drawing
-from ..viz.export import APP_LAYOUT, MODE_TITLES, write_results
+from ..viz.export import APP_LAYOUT, write_results
+from . import class_table, views
 from .startup import describe_names
+from .views import OverlayView
 
-TABLE_HEADERS = ["class", "split", "mode", "confidence", "area %", "found"]
-
-# one gr.AnnotatedImage: ((base image, [(mask, "name 87%")]), title, {"name 87%": "#rrggbb"})
-OverlayView = tuple[tuple[np.ndarray, list[tuple[np.ndarray, str]]], str, dict[str, str]]
+TABLE_HEADERS = ["class", "split", "mode", "confidence", "area %", "found"]  # the API's table
 
 
 @dataclass
 class Response:
     """Everything one request shows; `app.py` maps it onto components."""
 
-    confidences: dict[str, float]  # gr.Label value (first mode)
-    table: list[list[Any]]  # rows under TABLE_HEADERS
+    confidences: dict[str, float]  # the API's gr.Label: found classes of the first mode
+    table: list[list[Any]]  # the API's table: every class and mode, rows under TABLE_HEADERS
     disagreement: str | None  # the disagreement map's file (only when two modes ran)
     files: list[str] = field(default_factory=list)  # downloads
     data: dict[str, Any] = field(default_factory=dict)  # the JSON document
     status: str = ""  # Markdown status line
     parsed: str = ""  # Markdown: the classes as the predictor read them
     overlays: list[OverlayView] = field(default_factory=list)  # one per mode
+    panel: str = ""  # Markdown: the page's confidence panel (`views.confidence_panel`)
+    page_table: class_table.PageTable | None = None  # the page's top-N table
 
     def api_values(self) -> tuple[Any, ...]:
         """The `/segment` endpoint's outputs, in order."""
-        return (self.confidences, self.table, self.disagreement, self.files, self.data,
+        table = {"headers": TABLE_HEADERS, "data": self.table}
+        return (self.confidences, table, self.disagreement, self.files, self.data,
                 self.status, self.parsed)
 
 
 def table_rows(results: Sequence[SegmentationResult]) -> list[list[Any]]:
-    """Per class and mode: name, seen/novel, confidence, area share in percent, found or not."""
+    """Per class and mode: name, seen/novel, confidence, area share in percent, found or not
+    (the API's table: a found class's confidence is its mean score over its pixels, a class not
+    found has its peak score)."""
     rows = []
     for r in results:
         order = r.present_classes + [c for c in r.classes if not c.present]
@@ -75,16 +80,22 @@ def status_line(results: Sequence[SegmentationResult]) -> str:
     return line
 
 
-def overlay_views(image: np.ndarray, results: Sequence[SegmentationResult], opacity: float
-                  ) -> list[OverlayView]:
-    """Per mode: the gr.AnnotatedImage value (the image at the results' size and a mask per
-    class found, weighted by the opacity, largest first), its title and its colours."""
-    return [((image, drawing.annotations(r, opacity)), MODE_TITLES.get(r.mode, r.mode),
-             drawing.annotation_color_map(r)) for r in results]
+def write_downloads(out_dir: Path, image: Any, results: Sequence[SegmentationResult],
+                    opacity: float) -> tuple[Any, list[Path]]:
+    """`write_results` plus the full class table (`classes.csv`, named in the document's
+    "files"); returns (what write_results returned, every file, the document last)."""
+    written = write_results(out_dir, image, results, opacity, APP_LAYOUT)
+    table_file = Path(out_dir) / class_table.CSV_NAME
+    class_table.write_csv(table_file, results)
+    document = Path(out_dir) / APP_LAYOUT.document_name
+    written.document["files"].insert(-1, table_file.name)
+    with open(document, "w", encoding="utf-8") as f:
+        json.dump(written.document, f, indent=2, ensure_ascii=False)
+    return written, [p for p in written.files if p != document] + [table_file, document]
 
 
 def respond(image: Any, results: Sequence[SegmentationResult], opacity: float,
-            out_dir: Path) -> Response:
+            out_dir: Path, *, threshold: float = 0.0, query: str = "") -> Response:
     """The downloads written to `out_dir` and everything else one request shows.
 
     Args:
@@ -92,14 +103,18 @@ def respond(image: Any, results: Sequence[SegmentationResult], opacity: float,
         results: one result per mode, all for the same image and vocabulary.
         opacity: overlay opacity in 0..1 (checked by `zegformer.viz`).
         out_dir: where the downloads are written.
+        threshold: the threshold the results were made with (the panel names it).
+        query: the class table's filter text.
     """
-    written = write_results(out_dir, image, results, opacity, APP_LAYOUT)
+    written, files = write_downloads(Path(out_dir), image, results, opacity)
     diff = Path(out_dir) / APP_LAYOUT.disagreement_name
     return Response(  # the pictures go out as the files written (Gradio copies no PIL image)
-        confidences={c.name: float(c.confidence) for c in results[0].classes},
+        confidences={c.name: float(c.confidence) for c in results[0].classes if c.present},
         table=table_rows(results),
         disagreement=str(diff) if written.disagreement is not None else None,
-        files=[str(p) for p in written.files], data=written.document,
+        files=[str(p) for p in files], data=written.document,
         status=status_line(results), parsed=describe_names(results[0].class_names),
-        overlays=overlay_views(written.image, results, opacity),
+        overlays=views.overlay_views(written.image, results, opacity),
+        panel=views.confidence_panel(results, threshold),
+        page_table=class_table.page_table(results, query),
     )
