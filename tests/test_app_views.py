@@ -46,7 +46,8 @@ def test_short_names_count_synonyms_and_stay_unique():
 def test_numbers_have_one_format_each():
     assert [views.area_text(a) for a in (0, 0.0004, 0.025, 0.34, 1)] == [
         "0%", "<0.1%", "2.5%", "34%", "100%"]
-    assert views.score_text(0.8432) == "0.84"
+    assert [views.score_text(s) for s in (0.8432, 0.1, 0.0456, 0.0004, 0)] == [
+        "0.84", "0.10", "0.046", "<0.001", "0.00"]
 
 
 def test_legend_gives_area_and_groups_small_classes():

@@ -47,8 +47,12 @@ def area_text(fraction: float) -> str:
 
 
 def score_text(score: float) -> str:
-    """A normalised score on the threshold's scale: "0.84"."""
-    return f"{float(score):.2f}"
+    """A normalised score on the threshold's scale: "0.84", "0.004" below 0.1 (a score over
+    hundreds of classes is small), "<0.001"."""
+    value = float(score)
+    if 0 < value < 0.001:
+        return "<0.001"
+    return f"{value:.2f}" if value >= 0.1 or value == 0 else f"{value:.3f}"
 
 
 def short_name(name: str, max_chars: int = NAME_CHARS) -> str:
@@ -130,8 +134,8 @@ def _unlabelled_line(result: SegmentationResult, threshold: float) -> str:
     share = unlabelled_fraction(result)
     if share > 0:
         return (f"unlabelled: {area_text(share)} of pixels (best score below the threshold "
-                f"{score_text(threshold)})")
-    return f"unlabelled: none (threshold {score_text(threshold)})"
+                f"{float(threshold):.2f})")
+    return f"unlabelled: none (threshold {float(threshold):.2f})"
 
 
 def _found_order(results: Sequence[SegmentationResult]) -> list[int]:
