@@ -142,7 +142,10 @@ def test_with_threshold_equals_a_run_at_that_threshold(tiny_predictor):
             direct = tiny_predictor.predict(CAT, names, mode=mode, threshold=t)
             again = with_threshold(first, t)
             np.testing.assert_array_equal(again.label_map, direct.label_map)
-            assert again.classes == direct.classes
+            assert [(c.name, c.present, c.area_fraction) for c in again.classes] == [
+                (c.name, c.present, c.area_fraction) for c in direct.classes]
+            np.testing.assert_allclose([c.confidence for c in again.classes],
+                                       [c.confidence for c in direct.classes], atol=1e-6)
             assert "rethreshold" in again.timings
         # a pickled result (ZeroGPU hands results back pickled) re-thresholds from `probs`
         copy = pickle.loads(pickle.dumps(first))
@@ -151,6 +154,23 @@ def test_with_threshold_equals_a_run_at_that_threshold(tiny_predictor):
         np.testing.assert_array_equal(with_threshold(copy, 0.22).label_map, direct.label_map)
     with pytest.raises(ZegFormerError, match="threshold must be between 0 and 1"):
         with_threshold(first, 1.5)
+
+
+def test_kept_pixel_best_gives_every_threshold_of_class_statistics():
+    """From `probs` (no score maps), `apply_threshold` is `class_statistics` exactly."""
+    from zegformer.inference.rethreshold import apply_threshold, pixel_best
+    from zegformer.inference.result import class_statistics
+
+    result = block_result([f"c{i}" for i in range(70)], h=32, w=48, seed=4)  # 3 chunks
+    result.probs[:, :8, :8] = -1.0  # a corner where every score is <= 0: 1/K everywhere
+    result.probs[5, 20:, 30:] = -0.5  # and negative scores elsewhere
+    best = pixel_best(result)
+    for t in (0.0, 0.013, 0.02, 0.05, 1.0):
+        label, stats = class_statistics(result.probs, result.class_names, result.seen, t)
+        again = apply_threshold(result, best, t)
+        np.testing.assert_array_equal(again.label_map, label)
+        assert again.classes == stats, t
+    assert best.peaks.shape == (70,) and best.label.shape == (32, 48)
 
 
 def test_redraw_uses_the_kept_result_and_never_the_model(tiny_predictor, tmp_path):

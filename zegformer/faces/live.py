@@ -2,10 +2,11 @@
 visitor moves the threshold or the opacity slider or types in the table's filter, without
 running the model.
 
-The threshold is applied by `zegformer.inference.rethreshold.with_threshold`, which takes the
-label map and statistics again from the score maps the result kept (the same numbers as a run
-at that threshold); the opacity only redraws. Both write fresh downloads, so that what is
-shown is what is downloaded.
+The threshold is applied by `zegformer.inference.rethreshold`: the first threshold change reads
+the score maps the result kept once (`pixel_best`: each pixel's winning class and normalised
+score, each class's peak), every later one takes milliseconds (`apply_threshold`, the same label
+map as a run at that threshold). The opacity only redraws. Both write fresh downloads, so that
+what is shown is what is downloaded.
 
 No Gradio here (the module imports without it).
 """
@@ -18,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..inference.rethreshold import check_threshold, with_threshold
+from ..inference.rethreshold import PixelBest, apply_threshold, check_threshold, pixel_best
 from ..inference.result import SegmentationResult
 from . import class_table
 from .tables import Response, respond
@@ -35,12 +36,14 @@ class Kept:
         results: one result per mode, as last shown.
         threshold: the threshold `results` were made with.
         opacity: the opacity they were last drawn with.
+        best: per mode, what any threshold needs (computed at the first threshold change).
     """
 
     image: np.ndarray = field(repr=False)
     results: list[SegmentationResult] = field(repr=False)
     threshold: float
     opacity: float
+    best: list[PixelBest] | None = field(default=None, repr=False)
 
     @property
     def modes(self) -> list[str]:
@@ -69,15 +72,16 @@ def redraw(kept: Kept, threshold: float, opacity: float, out_dir: Path, query: s
     """
     value = check_threshold(threshold)
     t = time.perf_counter()
-    results = kept.results
+    results, best = kept.results, kept.best
     if value != kept.threshold:
-        results = [with_threshold(r, value) for r in results]
+        best = best or [pixel_best(r) for r in results]
+        results = [apply_threshold(r, b, value) for r, b in zip(results, best)]
     response = respond(kept.image, results, opacity, out_dir, threshold=value, query=query)
     seconds = time.perf_counter() - t
     response.status += (f"\n\n↻ **Redrawn from the kept result** at threshold "
                         f"{value:.2f}, opacity {float(opacity):.2f} in {seconds:.2f} s "
                         f"({REDRAWN}).")
-    return response, Kept(kept.image, list(results), value, float(opacity))
+    return response, Kept(kept.image, list(results), value, float(opacity), best)
 
 
 def filtered(kept: Kept, query: str) -> class_table.PageTable:

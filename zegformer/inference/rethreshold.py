@@ -1,31 +1,50 @@
 """Another threshold for a result already computed, without running the model again.
 
-`Predictor.predict(..., threshold=t)` takes its label map and per-class statistics from the score
-maps (`map_statistics`); the result keeps those maps (`SegmentationResult.score_maps`, holding
-only the small model outputs). `with_threshold(result, t)` takes the statistics from them again
-with another threshold, so it returns what `predict(..., threshold=t)` would have returned for
-the same image and vocabulary: the same label map and the same `ClassStat`s. A result without
-score maps (pickled, or built from `probs` directly) is re-thresholded from `result.probs` with
-`class_statistics`, the same numbers by the same definition.
+A threshold only decides which pixels stay unlabelled: those whose best normalised score (the
+winning class's share of the sum of all classes' clipped scores) is below it. So one pass over
+the score maps gives everything any threshold needs (`PixelBest`): per pixel the winning class
+and its normalised score, and per class its peak normalised score anywhere (the confidence of a
+class that labels no pixel). `apply_threshold` then takes milliseconds.
 
-This costs the statistics stage only (seconds for 847 classes on a CPU), not the backbone, the
-decoder or CLIP.
+`pixel_best` reads the score maps the result kept (`SegmentationResult.score_maps`, which hold
+only the small model outputs; two passes over all K classes, in chunks, as `predict` with a
+threshold does once), or `result.probs` for a result without them (pickled, or built from
+`probs`). The numbers are `class_statistics`' definitions, computed the same way (float32, class
+order): the label map equals `predict(..., threshold=t)`'s bit for bit, confidences and areas
+agree to float rounding (the predictor's `map_statistics` matches `class_statistics` to 1e-6).
 """
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
 
 from ..errors import ZegFormerError
-from .result import SegmentationResult, class_statistics
-from .statistics import map_statistics
+from .result import UNLABELED, ClassStat, SegmentationResult
 
+CHUNK = 32  # classes resized at once
 # ScoreMaps compute their working-resolution maps on demand and release them afterwards: two
-# threads re-thresholding results that share maps (the app's remembered examples) take turns.
+# threads reading results that share maps (the app's remembered examples) take turns.
 _MAPS_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class PixelBest:
+    """What any threshold needs from one result's scores.
+
+    Attributes:
+        label: H x W int32, the class with the highest score (first on ties), threshold 0.
+        best: H x W float32, that class's normalised score.
+        peaks: K float32, each class's highest normalised score over the image.
+    """
+
+    label: np.ndarray
+    best: np.ndarray
+    peaks: np.ndarray
 
 
 def check_threshold(threshold: float) -> float:
@@ -39,36 +58,101 @@ def check_threshold(threshold: float) -> float:
     return value
 
 
-def with_threshold(result: SegmentationResult, threshold: float) -> SegmentationResult:
-    """`result` with its label map and class statistics taken again at `threshold`.
+def _score_chunks(result: SegmentationResult) -> Iterator[np.ndarray]:
+    """The result's K x H x W scores as float32 numpy chunks of CHUNK classes, in class order."""
+    maps = result.score_maps
+    if maps is None:
+        probs = np.asarray(result.probs, dtype=np.float32)
+        for start in range(0, probs.shape[0], CHUNK):
+            yield probs[start:start + CHUNK]
+        return
+    index = torch.arange(maps.num_classes, device=maps.seen.device)
+    for _, vals in maps.chunks(index, CHUNK):
+        yield vals.float().cpu().numpy()
 
-    Pixels whose best normalised score is below `threshold` become UNLABELED (-1); a class's
-    confidence is the mean normalised score over the pixels it labels, or its peak normalised
-    score when it labels none (as `Predictor.predict` defines them).
 
-    Args:
-        result: a prediction (from `Predictor.predict`, or any result with `probs`).
-        threshold: in 0..1.
+def _pixel_best(result: SegmentationResult) -> PixelBest:
+    k = len(result.class_names)
+    total = best_raw = label = None
+    for first, arr in _enumerate_chunks(result):  # pass 1: sum of clipped scores, argmax
+        pos = np.clip(arr, 0.0, None)
+        if total is None:
+            total = np.zeros(arr.shape[1:], np.float32)
+            best_raw = np.full(arr.shape[1:], -np.inf, np.float32)
+            label = np.zeros(arr.shape[1:], np.int32)
+        for row in pos:  # in class order, as numpy's sum over the first axis adds them
+            total += row
+        idx = arr.argmax(axis=0)
+        val = np.take_along_axis(arr, idx[None], axis=0)[0]
+        better = val > best_raw  # strictly: ties keep the earlier class
+        best_raw[better], label[better] = val[better], idx[better] + first
+    assert total is not None and best_raw is not None and label is not None
+    has_sum = total > 0
+    denom = np.maximum(total, 1e-12)
+    uniform = np.float32(1.0 / k)
+    best = np.where(has_sum, np.clip(best_raw, 0.0, None) / denom, uniform).astype(np.float32)
+    peaks = np.empty(k, np.float32)
+    for first, arr in _enumerate_chunks(result):  # pass 2: each class's peak normalised score
+        norm = np.where(has_sum, np.clip(arr, 0.0, None) / denom, uniform)
+        peaks[first:first + len(arr)] = norm.reshape(len(arr), -1).max(axis=1)
+    return PixelBest(label=label, best=best, peaks=peaks)
 
-    Returns:
-        a new SegmentationResult (the input is not changed); its timings gain "rethreshold",
-        the seconds this took.
+
+def _enumerate_chunks(result: SegmentationResult) -> Iterator[tuple[int, np.ndarray]]:
+    first = 0
+    for arr in _score_chunks(result):
+        yield first, arr
+        first += len(arr)
+
+
+def pixel_best(result: SegmentationResult) -> PixelBest:
+    """The `PixelBest` of `result` (from its kept score maps, else from `probs`)."""
+    maps = result.score_maps
+    if maps is None:
+        return _pixel_best(result)
+    with _MAPS_LOCK, torch.inference_mode():
+        try:
+            return _pixel_best(result)
+        finally:
+            maps.release()
+
+
+def apply_threshold(result: SegmentationResult, best: PixelBest, threshold: float
+                    ) -> SegmentationResult:
+    """`result` with the label map and class statistics of `threshold`, from `best`.
+
+    Pixels whose best normalised score is below `threshold` are UNLABELED (-1); a class's
+    confidence is its mean normalised score over the pixels it labels, or its peak when it
+    labels none (as `Predictor.predict` defines them). Returns a new result (timings gain
+    "rethreshold"); the input is not changed.
 
     Raises:
         ZegFormerError: a threshold outside 0..1.
     """
     value = check_threshold(threshold)
     t = time.perf_counter()
-    names, seen = list(result.class_names), result.seen
-    maps = result.score_maps
-    if maps is not None:
-        with _MAPS_LOCK, torch.inference_mode():
-            try:
-                label_map, stats = map_statistics(maps, names, seen, value)
-            finally:
-                maps.release()
-    else:
-        label_map, stats = class_statistics(np.asarray(result.probs), names, seen, value)
+    k = len(result.class_names)
+    label_map = best.label.copy()
+    if value > 0:
+        label_map[best.best < value] = UNLABELED
+    labelled = label_map >= 0
+    counts = np.bincount(label_map[labelled], minlength=k)
+    sums = np.bincount(label_map[labelled], weights=best.best[labelled], minlength=k)
+    n_pix = label_map.size
+    stats = []
+    for c in result.classes:
+        present = bool(counts[c.index] > 0)
+        conf = float(sums[c.index] / counts[c.index]) if present else float(best.peaks[c.index])
+        stats.append(ClassStat(index=c.index, name=c.name, seen=c.seen,
+                               confidence=min(max(conf, 0.0), 1.0),
+                               area_fraction=float(counts[c.index]) / n_pix, present=present))
     timings = dict(result.timings)
     timings["rethreshold"] = time.perf_counter() - t
     return result.replace(label_map=label_map, classes=stats, timings=timings)
+
+
+def with_threshold(result: SegmentationResult, threshold: float) -> SegmentationResult:
+    """`apply_threshold(result, pixel_best(result), threshold)`: one call, one pass over the
+    scores. Keep `pixel_best(result)` to try several thresholds (the app does)."""
+    value = check_threshold(threshold)
+    return apply_threshold(result, pixel_best(result), value)
