@@ -75,13 +75,14 @@ def test_panel_lists_found_classes_with_their_mean_score_and_the_rest_as_not_fou
     assert rows[0].startswith("| class | decoupled: confidence | decoupled: area")
     assert [r.split(" | ")[0][2:] for r in rows[1:]] == [
         startup.markdown_text(views.short_name(c.name)) for c in found]
-    assert f"| {views.score_text(found[0].confidence)} | {views.area_text(found[0].area_fraction)}" \
-        in rows[1]
+    top = found[0]
+    cells = f"| {views.score_text(top.confidence)} | {views.area_text(top.area_fraction)}"
+    assert cells in rows[1]
     assert "unlabelled: none (threshold 0.00)" in one
 
     both = views.confidence_panel(results, 0.0)
-    assert "| class | decoupled: confidence | decoupled: area | pixel: confidence | pixel: area |" \
-        in both
+    head = "| class | decoupled: confidence | decoupled: area | pixel: confidence | pixel: area |"
+    assert head in both
     assert "**Decoupled (ZegFormer):**" in both and "**Pixel-level:**" in both
 
 
