@@ -80,8 +80,9 @@ def test_api_page_names_every_parameter_and_output(client):
     labels = [p["label"] for p in endpoint["parameters"] + endpoint["returns"]]
     assert not [n for n in labels if re.fullmatch(r"(value|parameter)_\d+", n)], labels
     assert [r["label"] for r in endpoint["returns"]] == [
-        "Per-class confidence", "Classes", "Where the two modes disagree",
-        "Downloads (label map, overlay, figure, JSON)", "Result", "Status", "Parsed classes"]
+        "Per-class confidence (mean score over its pixels)", "Classes",
+        "Where the two modes disagree", "Downloads (label map, overlay, figure, CSV, JSON)",
+        "Result", "Status", "Parsed classes"]
     assert [p["component"] for p in endpoint["parameters"]] == ["Image", "Textbox", "Radio",
                                                               "Slider", "Slider"]
     assert "Segment `image` into the comma-separated `classes`" in endpoint["description"]
