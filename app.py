@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import functools
 import os
-import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,9 +35,10 @@ from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 
 from zegformer.errors import ZegFormerError
-from zegformer.faces import live, no_model, page, startup, tables
+from zegformer.faces import live, no_model, page, serving, startup, tables
 from zegformer.faces.guarded_blocks import GuardedBlocks, user_text
-from zegformer.faces.modes import MODE_CHOICES, expand_modes, run_modes
+from zegformer.faces.modes import MODE_CHOICES, expand_modes
+from zegformer.faces.serving import Infer, chosen, remembered
 from zegformer.faces.web_guard import DEFAULT_FRAME_ANCESTORS, GuardMiddleware, OutputStore
 from zegformer.inference.image import MAX_IMAGE_PIXELS
 from zegformer.text import MAX_CLASSES, MAX_NAME_LENGTH, MAX_VOCABULARY_TEXT
@@ -56,6 +56,11 @@ MAX_WAIT_S = 120.0
 OUTPUT_AGE_ENV = "ZEGFORMER_OUTPUT_MAX_AGE_S"  # outputs and uploads are deleted after this
 OUTPUT_MAX_AGE_S = 600.0
 FRAME_ANCESTORS_ENV = "ZEGFORMER_FRAME_ANCESTORS"  # who may show the app in a frame (CSP)
+UNTRAINED_CSS = """
+#untrained { background: #b91c1c; border-radius: 6px; padding: 4px 12px; }
+#untrained, #untrained * { color: #ffffff !important; }
+#untrained code { background: rgba(255, 255, 255, 0.2) !important; }
+"""
 DEFAULT_CLASSES = "person, dog, cat, grass, sky, tree, building, road, car"
 INTRO = (
     "# ZegFormer Studio\n"
@@ -121,10 +126,6 @@ def output_store() -> OutputStore:
                        _seconds(OUTPUT_AGE_ENV, OUTPUT_MAX_AGE_S))
 
 
-# run_modes with the predictor bound: (image, classes, modes, threshold, progress) -> (rgb, results)
-Infer = Callable[..., tuple[Any, list[Any]]]
-
-
 def on_gpu(fn):
     """`spaces.GPU` where the `spaces` package is installed (it only acts on ZeroGPU hardware),
     the function itself elsewhere."""
@@ -132,33 +133,8 @@ def on_gpu(fn):
 
 
 def serve(predictor: Any) -> Infer:
-    """`run_modes` bound to one predictor: one call at a time, from any event; on ZeroGPU inside
-    `spaces.GPU`, with the predictor kept out of the arguments sent to the GPU worker."""
-    lock = threading.Lock()
-
-    @on_gpu
-    def on_device(image, classes, modes, threshold, progress=None, tta=False):
-        return run_modes(predictor, image, classes, modes, threshold, progress, tta=tta)
-
-    def infer(image, classes, modes, threshold, progress=None, tta=False):
-        with lock:
-            return on_device(image, classes, modes, threshold, progress, tta)
-
-    return infer
-
-
-def remembered(infer: Infer, size: int) -> Infer:
-    """`infer` keeping its last `size` answers (one per example row), so that a second click on
-    an example shows it again at once, without running the model."""
-
-    @functools.lru_cache(maxsize=max(1, size))
-    def answer(image, classes, modes, threshold, tta):
-        return infer(image, classes, modes, threshold, **({"tta": True} if tta else {}))
-
-    def run(image, classes, modes, threshold, progress=None, tta=False):
-        return answer(image, classes, tuple(modes), threshold, bool(tta))
-
-    return run
+    """`serving.serve` on ZeroGPU's `spaces.GPU` where that is installed."""
+    return serving.serve(predictor, wrap=on_gpu)
 
 
 def bind(fn: Callable, *args: Any) -> functools.partial:
@@ -179,7 +155,8 @@ def example_rows() -> list[list[Any]]:
 # `model` is the loaded predictor or the Markdown saying why there is none; `infer` is
 # `serve(model)` (None without a model). `build_demo` binds both.
 def _request(model: Any, infer: Infer | None, image, classes, mode, threshold, opacity,
-             progress, tta: bool = False, query: str = "") -> tuple[tables.Response, live.Kept]:
+             progress, tta: bool = False, query: str = "",
+             fast: bool = False) -> tuple[tables.Response, live.Kept]:
     if isinstance(model, str) or infer is None:
         raise gr.Error(user_text(startup.no_model_error(model)), title="No model loaded",
                        print_exception=False)
@@ -190,8 +167,8 @@ def _request(model: Any, infer: Infer | None, image, classes, mode, threshold, o
         progress(0.0, desc="starting")
         # On ZeroGPU the model runs in a worker process, where gr.Progress cannot follow.
         report = None if ZERO_GPU else (lambda f, d: progress(f, desc=d))
-        extra = {"tta": True} if tta else {}  # test-time augmentation: the page's checkbox
-        rgb, results = infer(image, classes, modes, threshold, report, **extra)
+        options = chosen(tta=tta, fast=fast)  # the page's checkboxes
+        rgb, results = infer(image, classes, modes, threshold, report, **options)
         response = tables.respond(rgb, results, opacity, output_store().new_dir(),
                                   threshold=float(threshold), query=query or "")
         return response, live.keep(response, rgb, results, threshold, opacity)
@@ -213,12 +190,13 @@ def segment(model, infer, image, classes, mode, threshold, opacity, progress=gr.
 
 
 def segment_and_show(model, infer, image, classes, mode, threshold, opacity, tta=False,
-                     query="", progress=gr.Progress()):
+                     query="", fast=False, progress=gr.Progress()):
     """`segment` for the page: the confidence panel, the top classes of the table (filtered by
     `query`), the overlays (the second one and the disagreement map with a "both" result only)
-    and the result kept for the live controls; `tta` is the test-time augmentation box."""
+    and the result kept for the live controls; `tta` and `fast` are the page's checkboxes
+    (test-time augmentation; the fast approximation, which results and status mark)."""
     response, kept = _request(model, infer, image, classes, mode, threshold, opacity, progress,
-                              bool(tta), query)
+                              bool(tta), query, bool(fast))
     return page.page_values(response, kept)
 
 
@@ -258,7 +236,7 @@ def build_demo(model: Any) -> gr.Blocks:
         gr.Markdown(INTRO)
         if predictor is None:
             gr.Markdown(str(model), elem_id="setup-help")
-        elif predictor.untrained:
+        elif predictor.untrained:  # red (UNTRAINED_CSS); the status line repeats it briefly
             gr.Markdown("⚠️ **Untrained weights:** this instance runs a tiny random model "
                         "(`--random-weights`); its output is meaningless.", elem_id="untrained")
         with gr.Row():
@@ -290,6 +268,9 @@ def build_demo(model: Any) -> gr.Blocks:
                 tta_box = gr.Checkbox(False, elem_id="tta",
                                       label="Test-time augmentation (the official 12 passes: "
                                             "sizes x flip, averaged; about 12x slower)")
+                fast_box = gr.Checkbox(False, elem_id="fast",
+                                       label="Fast approximation (decoupled: CLIP on the main "
+                                             "segments only; not the official numbers)")
                 run_btn = gr.Button("Segment", variant="primary", elem_id="run")
             with gr.Column(scale=3):
                 status = gr.Markdown(label="Status", elem_id="status")
@@ -325,7 +306,7 @@ def build_demo(model: Any) -> gr.Blocks:
         private = dict(api_visibility="private", queue=False)
         # /segment: the button's work without the overlays, an endpoint with no trigger on the page
         gr.on([], bind(segment, model, infer), inputs, outputs, api_name="segment", **on_model)
-        run_btn.click(bind(segment_and_show, model, infer), inputs + [tta_box, table_filter],
+        run_btn.click(bind(segment_and_show, model, infer), inputs + [tta_box, table_filter, fast_box],
                       shown, api_visibility="private", **on_model)
         # live controls: redrawn from the kept result, queued (they draw images), never the model
         redraw = dict(api_visibility="private", concurrency_limit=1, concurrency_id="redraw",
@@ -344,7 +325,8 @@ def build_demo(model: Any) -> gr.Blocks:
                                    api_visibility="private", elem_id="examples")
             examples.load_input_event.then(
                 bind(segment_and_show, model, remembered(infer, len(rows))),
-                inputs + [tta_box, table_filter], shown, api_visibility="private", **on_model)
+                inputs + [tta_box, table_filter, fast_box], shown, api_visibility="private",
+                **on_model)
         elif rows:  # no model: shown, not clickable
             no_model.disabled_examples(rows, inputs)
         if predictor is None:  # nothing on the page can start a request that must fail
@@ -401,7 +383,7 @@ def launch(demo: gr.Blocks, **kwargs: Any) -> Any:
         # Gradio's own multipart error: Gradio deletes the partial files and answers 413
         upload_error=lambda status, message: MultiPartException(message))
     kwargs.setdefault("show_error", False)
-    kwargs.setdefault("css", no_model.CSS)
+    kwargs.setdefault("css", no_model.CSS + UNTRAINED_CSS)
     return demo.launch(max_file_size=MAX_UPLOAD, ssr_mode=False, enable_monitoring=False,
                        app_kwargs={"middleware": [guard],
                                    "lifespan": _sweeper(output_store())}, **kwargs)

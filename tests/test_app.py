@@ -108,7 +108,7 @@ def test_respond_shows_the_results_in_memory(tmp_path):
     assert len(out.table) == 2 * len(names) and out.table[0][:3] == [
         results[0].present_classes[0].name, "seen" if results[0].present_classes[0].seen
         else "novel", "decoupled"]
-    assert "downscaled from 64 × 48" in out.status and "Untrained" in out.status
+    assert "downscaled from 64 × 48" in out.status and "weights: untrained" in out.status
     assert out.parsed == startup.describe_classes(", ".join(names))
     assert out.api_values() == (out.confidences, {"headers": tables.TABLE_HEADERS,
                                                   "data": out.table},
@@ -304,6 +304,36 @@ def test_a_second_click_on_an_example_does_not_run_the_model():
     assert example("a.jpg", "a", ["decoupled"], 0.0, None) is first
     example("b.jpg", "a", ["decoupled"], 0.0)
     assert calls == [("a.jpg", "a", ("decoupled",), 0.0), ("b.jpg", "a", ("decoupled",), 0.0)]
+
+
+def test_the_fast_box_reaches_the_predictor_and_is_said_on_the_page(tiny_predictor):
+    import app
+
+    from zegformer.faces.serving import chosen
+
+    assert chosen(tta=False, fast=True) == {"fast": True} and chosen(tta=False, fast=False) == {}
+    with pytest.raises(TypeError):
+        chosen(fats=True)
+    infer = app.serve(tiny_predictor)
+    exact = app.segment_and_show(tiny_predictor, infer, str(CAT), "cat, wall", "decoupled", 0.0,
+                                 0.5, progress=no_progress)
+    fast = app.segment_and_show(tiny_predictor, infer, str(CAT), "cat, wall", "decoupled", 0.0,
+                                0.5, False, "", True, progress=no_progress)
+    assert exact[4]["fast"] is False and "fast approximation" not in exact[5]
+    assert fast[4]["fast"] is True and "fast approximation" in fast[5]
+    assert "weights: untrained" in fast[5]  # the status line says it once, briefly
+
+    calls = []
+
+    def counting(image, classes, modes, threshold, progress=None, **options):
+        calls.append(options)
+        return None, [block_result(["a"], m) for m in modes]
+
+    example = app.remembered(counting, size=4)
+    example("a.jpg", "a", ["decoupled"], 0.0)
+    example("a.jpg", "a", ["decoupled"], 0.0, fast=True)  # not the exact answer again
+    example("a.jpg", "a", ["decoupled"], 0.0, fast=True)
+    assert calls == [{}, {"fast": True}]
 
 
 def test_presets_fill_the_class_box():

@@ -111,8 +111,18 @@ def test_visitor_segments_an_image_in_every_mode(page, tmp_path):
 
     run_and_wait(page, "Decoupled (ZegFormer)", ["decoupled"])
     check_legend_and_confidences(page)
-    expect(page.locator("#status")).to_contain_text("Untrained weights")
+    expect(page.locator("#status")).to_contain_text("weights: untrained")
+    banner = page.locator("#untrained")  # once, red, white text
+    expect(banner).to_have_count(1)
+    expect(banner).to_contain_text("Untrained weights")
+    expect(banner).to_have_css("background-color", "rgb(185, 28, 28)")
+    expect(banner.locator("strong")).to_have_css("color", "rgb(255, 255, 255)")
     expect(page.locator("#overlay-pixel")).to_be_hidden()
+
+    page.check("#fast input")  # the fast approximation: said on the status line, then off again
+    run_and_wait(page, "Decoupled (ZegFormer)", ["decoupled"])
+    expect(page.locator("#status")).to_contain_text("fast approximation")
+    page.uncheck("#fast input")
 
     run_and_wait(page, "Pixel-level", ["pixel"])
     check_legend_and_confidences(page)

@@ -24,7 +24,7 @@ SETUP_VARS = ("ZEGFORMER_WEIGHTS", "ZEGFORMER_CLIP_WEIGHTS", "ZEGFORMER_CONFIG",
               "ZEGFORMER_RANDOM_WEIGHTS")
 # Every control a visitor could use to start a request; all off without a model.
 CONTROLS = ["#classes textarea", "#mode input", "#threshold input", "#opacity input",
-            "#tta input", "#preset input", "#preset-replace", "#preset-add", "#run"]
+            "#tta input", "#fast input", "#preset input", "#preset-replace", "#preset-add", "#run"]
 STATUS_PILLS = "span.error:not([class*=toast])"  # Gradio's red "Error" on a failed output
 LIBRARY_ADVICE = ["weights=PATH", "--opts", "trust_pickle", "--trust-pickle", "--clip-weights",
                   "*Variables*", "**", "|---"]

@@ -73,11 +73,9 @@ def status_line(results: Sequence[SegmentationResult]) -> str:
         fast = " · **fast approximation** (not the official numbers)" if r.fast else ""
         parts.append(f"**{r.mode}:** {r.timings.get('total', 0.0):.2f} s ({stages}){passes}"
                      f"{fast}")
-    line = " · ".join(parts)
-    if first.untrained:
-        line = ("⚠️ **Untrained weights:** a tiny random model is loaded, so the segmentation "
-                "is meaningless; it only shows that the app works.\n\n" + line)
-    return line
+    if first.untrained:  # the page's red banner says it at length; API callers read it here
+        parts.insert(1, "**weights: untrained** (random; the segmentation is meaningless)")
+    return " · ".join(parts)
 
 
 def write_downloads(out_dir: Path, image: Any, results: Sequence[SegmentationResult],
