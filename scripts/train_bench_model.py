@@ -26,27 +26,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from synthetic_shapes import write_shapes_dataset  # noqa: E402
+from synthetic_shapes import tiny_training_overrides, write_shapes_dataset  # noqa: E402
 
 
 def overrides(data: Path, out: Path, iters: int, clip: bool) -> list[str]:
-    values = {
-        "OUTPUT_DIR": str(out), "MODEL.WEIGHTS": "",
-        "DATASETS.TRAIN": f"('folder:{data}',)", "DATASETS.TEST": f"('folder:{data}',)",
-        "INPUT.MIN_SIZE_TRAIN": "(64,)", "INPUT.MAX_SIZE_TRAIN": "128",
-        "INPUT.CROP.ENABLED": "False", "INPUT.COLOR_AUG_SSD": "False",
-        "INPUT.SIZE_DIVISIBILITY": "64", "INPUT.MIN_SIZE_TEST": "64",
-        "SOLVER.IMS_PER_BATCH": "2", "SOLVER.BASE_LR": "0.001", "SOLVER.MAX_ITER": str(iters),
-        "SOLVER.CHECKPOINT_PERIOD": str(iters), "DATALOADER.NUM_WORKERS": "0",
-        "TEST.EVAL_PERIOD": "0",
-        "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES": "100",
-        "MODEL.SEM_SEG_HEAD.CLIP_CLASSIFICATION": "False", "MODEL.MASK_FORMER.ENSEMBLING": "False",
-        "MODEL.MASK_FORMER.GZERO_CALIBRATE": "-1.0", "MODEL.MASK_FORMER.DROPOUT": "0.0",
-    }
+    """The test suite's tiny training run, longer and with 100 queries (and the full-size CLIP
+    of the rule weights when `clip`)."""
+    extra = {"SOLVER__MAX_ITER": iters, "SOLVER__CHECKPOINT_PERIOD": iters,
+             "MODEL__MASK_FORMER__NUM_OBJECT_QUERIES": 100}
     if clip:
-        values.update({"MODEL.SEM_SEG_HEAD.CLIP_PRETRAINED": "ViT-B/16",
-                       "MODEL.SEM_SEG_HEAD.CLIP_EMBED_DIM": "512"})
-    return [x for kv in values.items() for x in kv]
+        extra.update({"MODEL__SEM_SEG_HEAD__CLIP_PRETRAINED": "ViT-B/16",
+                      "MODEL__SEM_SEG_HEAD__CLIP_EMBED_DIM": "512"})
+    return tiny_training_overrides(data, out, **extra)
 
 
 # What scripts/benchmark.py adds to the run's config.yaml: the official evaluation scoring.

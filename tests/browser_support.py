@@ -42,17 +42,18 @@ def served(model: Any) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def browser_page(url: str, ready: str = "#run") -> Iterator[Any]:
-    """A fresh Chromium page on `url`, once the element `ready` is on it."""
+def browser_page(url: str, ready: str = "#run", timeout_ms: int = TIMEOUT_MS) -> Iterator[Any]:
+    """A fresh Chromium page on `url`, once the element `ready` is on it; `expect(...)` and the
+    page's actions wait up to `timeout_ms`."""
     from playwright.sync_api import expect, sync_playwright
 
-    expect.set_options(timeout=TIMEOUT_MS)
+    expect.set_options(timeout=timeout_ms)
     assert Path(CHROMIUM).is_file(), "Chromium missing: run `bash scripts/setup.sh --browser`"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1250})
-            page.set_default_timeout(TIMEOUT_MS)
+            page.set_default_timeout(timeout_ms)
             page.goto(url)
             expect(page.locator(ready)).to_be_attached()
             yield page

@@ -13,22 +13,17 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import json
 import re
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 
-from browser_support import screenshot
+from browser_support import TIMEOUT_MS, browser_page, screenshot, served
 
 torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
 SCREENSHOT = ROOT / "assets" / "figures" / "app_random_weights.png"
-TIMEOUT_MS = 120_000  # generous: a busy 2-core machine, first request encodes the class names
 CLASSES = ["cat", "wall | partition", "blanket", "floor"]
 SHOWN = ["cat", "wall +1 synonym", "blanket", "floor"]  # the page's short names
 
@@ -36,37 +31,16 @@ SHOWN = ["cat", "wall +1 synonym", "blanket", "floor"]  # the page's short names
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     os.environ["GRADIO_EXAMPLES_CACHE"] = str(tmp_path_factory.mktemp("examples_cache"))
-    import app
     from zegformer import load_random_predictor
 
-    demo = app.build_demo(load_random_predictor())
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-               quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
+    with served(load_random_predictor()) as url:
+        yield url
 
 
 @pytest.fixture()
 def page(app_url):
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=TIMEOUT_MS)
-    assert Path(CHROMIUM).is_file(), "Chromium missing: run `bash scripts/setup.sh --browser`"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1250})
-            page.set_default_timeout(TIMEOUT_MS)
-            page.goto(app_url)
-            page.wait_for_selector("#input-image input[type=file]", state="attached")
-            yield page
-        finally:
-            browser.close()
+    with browser_page(app_url, ready="#input-image input[type=file]") as page:
+        yield page
 
 
 def run_and_wait(page, mode_label, expect_modes):

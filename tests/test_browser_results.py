@@ -13,18 +13,16 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import json
 import re
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 
+from browser_support import browser_page, served
+
 torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
 TIMEOUT_MS = 180_000  # a busy 2-core machine; 847 classes in two modes take a while
 SHOTS = Path("/tmp/view-shots")
 CLASSES = "cat, wall | partition, blanket, floor"
@@ -48,39 +46,19 @@ class CountingPredictor:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     os.environ["GRADIO_EXAMPLES_CACHE"] = str(tmp_path_factory.mktemp("examples_cache"))
-    import app
     from zegformer import load_random_predictor
 
     predictor = CountingPredictor(load_random_predictor())
-    demo = app.build_demo(predictor)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-               quiet=True)
     SHOTS.mkdir(parents=True, exist_ok=True)
-    try:
-        yield f"http://127.0.0.1:{port}/", predictor
-    finally:
-        demo.close()
+    with served(predictor) as url:
+        yield url, predictor
 
 
 @pytest.fixture()
 def page(server):
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=TIMEOUT_MS)
-    assert Path(CHROMIUM).is_file(), "Chromium missing: run `bash scripts/setup.sh --browser`"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1250})
-            page.set_default_timeout(TIMEOUT_MS)
-            page.goto(server[0])
-            page.wait_for_selector("#input-image input[type=file]", state="attached")
-            yield page
-        finally:
-            browser.close()
+    with browser_page(server[0], ready="#input-image input[type=file]",
+                      timeout_ms=TIMEOUT_MS) as page:
+        yield page
 
 
 def set_slider(page, elem_id, value):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from synthetic_shapes import CLASSES, write_shapes_dataset
+from synthetic_shapes import CLASSES, tiny_training_overrides, write_shapes_dataset
 from zegformer.training import cli
 from zegformer.training.checkpointer import read_training_checkpoint
 
@@ -25,24 +25,7 @@ def shapes(tmp_path_factory) -> Path:
 
 def overrides(data: Path, out: Path, **extra) -> list[str]:
     """Config overrides for a seconds-long run of the tiny config on the shapes dataset."""
-    values = {
-        "OUTPUT_DIR": str(out), "MODEL.WEIGHTS": "",
-        "DATASETS.TRAIN": f"('folder:{data}',)", "DATASETS.TEST": f"('folder:{data}',)",
-        "INPUT.MIN_SIZE_TRAIN": "(64,)", "INPUT.MAX_SIZE_TRAIN": "128",
-        "INPUT.CROP.ENABLED": "False", "INPUT.COLOR_AUG_SSD": "False",
-        "INPUT.SIZE_DIVISIBILITY": "64", "INPUT.MIN_SIZE_TEST": "64",
-        "SOLVER.IMS_PER_BATCH": "2", "SOLVER.BASE_LR": "0.001", "SOLVER.MAX_ITER": "6",
-        "SOLVER.CHECKPOINT_PERIOD": "3", "DATALOADER.NUM_WORKERS": "0", "TEST.EVAL_PERIOD": "0",
-        # Score with the segment classifier alone, as the official training configs do: the tiny
-        # CLIP is random, so its crop scores (and the seen-class calibration) are noise.
-        "MODEL.SEM_SEG_HEAD.CLIP_CLASSIFICATION": "False", "MODEL.MASK_FORMER.ENSEMBLING": "False",
-        "MODEL.MASK_FORMER.GZERO_CALIBRATE": "-1.0",
-        # A run this short with decoder dropout (0.1 officially) learns to tell its 10 queries
-        # apart by the dropout noise, and in eval mode they all collapse to "no object".
-        "MODEL.MASK_FORMER.DROPOUT": "0.0",
-    }
-    values.update({k.replace("__", "."): str(v) for k, v in extra.items()})
-    return [x for kv in values.items() for x in kv]
+    return tiny_training_overrides(data, out, **extra)
 
 
 def train(data: Path, out: Path, *flags: str, **extra) -> int:
