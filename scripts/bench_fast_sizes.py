@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sizes", nargs="+", type=int, default=[224, 160, 112])
     ap.add_argument("--max-crops", type=int, default=None)
     ap.add_argument("--mass-fraction", type=float, default=None)
+    ap.add_argument("--no-quantize", action="store_true", help="fp32 towers (no int8)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -67,13 +68,14 @@ def main(argv: list[str] | None = None) -> None:
     p.text(names, CLIP_TEMPLATES)
     extra = {k: v for k, v in (("max_crops", args.max_crops),
                                 ("mass_fraction", args.mass_fraction)) if v is not None}
+    extra["quantize"] = not args.no_quantize
     settings = {s: FastSettings(crop_size=s, **extra) for s in args.sizes}
     for s in args.sizes:
-        p.quantized_tower.tower(s, True)
+        p.quantized_tower.tower(s, extra["quantize"])
     files = sorted(f for f in Path(args.images).iterdir()
                    if f.suffix.lower() in (".png", ".jpg", ".jpeg"))[: args.max_images]
     load = os.getloadavg()[0]
-    print(f"{p.describe()}; {len(files)} images, {len(names)} classes, threads "
+    print(f"{p.describe()}; settings {settings[args.sizes[0]]}; {len(files)} images, {len(names)} classes, threads "
           f"{torch.get_num_threads()}, load average {load:.1f}", flush=True)
     rows: dict = {"exact": []}
     rows.update({s: [] for s in args.sizes})
