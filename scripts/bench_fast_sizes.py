@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
                    if f.suffix.lower() in (".png", ".jpg", ".jpeg"))[: args.max_images]
     load = os.getloadavg()[0]
     print(f"{p.describe()}; settings {settings[args.sizes[0]]};\n  {len(files)} images, "
-          f"{len(names)} classes, threads {torch.get_num_threads()}, load average {load:.1f}", flush=True)
+          f"{len(names)} classes, threads {torch.get_num_threads()}, load average {load:.1f}",
+          flush=True)
     rows: dict = {"exact": []}
     rows.update({s: [] for s in args.sizes})
     for f in files:
