@@ -125,3 +125,17 @@ def test_int8_and_fp32_features_of_the_same_crops_do_not_mix(predictor, image):
     b2 = predictor.predict(image, NAMES, fast=F.FastSettings(crop_size=112, quantize=False))
     np.testing.assert_allclose(b.probs, b2.probs, atol=1e-6, rtol=0)
     assert not np.array_equal(a.probs, b.probs)
+
+
+def test_crop_size_224_without_other_approximations_is_the_exact_path(predictor, image):
+    """crop_size 224 given explicitly goes through the same tower: the exact numbers (1e-5)."""
+    exact = predictor.predict(image, NAMES)
+    predictor.crop_features.clear()
+    full = predictor.predict(image, NAMES, fast=F.FastSettings(
+        max_crops=1000, mass_fraction=1.0, quantize=False, crop_size=224))
+    np.testing.assert_allclose(full.probs, exact.probs, atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(full.label_map, exact.label_map)
+
+
+def test_default_fast_settings_use_smaller_crops():
+    assert F.DEFAULT_FAST.crop_size == 128 and F.DEFAULT_FAST.quantize is True
