@@ -124,8 +124,8 @@ class Predictor:
             fast: the fast approximation (`zegformer.inference.fast`; True or a FastSettings):
                 CLIP crops only for the segments carrying most of the score (at most 10),
                 the others classified by the segment classifier alone, crops of 128 pixels
-                (not 224), and on CPU an int8 image tower. Not the official numbers: the result's `fast` is True. It only changes
-                the decoupled mode with CLIP classification (the other modes have no crops and
+                (not 224), and on CPU an int8 image tower. Not the official numbers: the
+                result's `fast` is True. It only changes the decoupled mode with CLIP classification (the other modes have no crops and
                 stay exact, `fast` False). Measured: README "Speed".
 
         Returns:
