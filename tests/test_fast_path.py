@@ -24,7 +24,8 @@ from zegformer.viz.export import load_label_map
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ["sky", "grass", "cat", "dog", "tree"]
-NOT_QUANTISED_ALL = F.FastSettings(max_crops=1000, mass_fraction=1.0, quantize=False)
+NOT_QUANTISED_ALL = F.FastSettings(max_crops=1000, mass_fraction=1.0, quantize=False,
+                                   crop_size=None)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,8 @@ def test_no_crop_at_all_uses_the_segment_logits_for_clip(predictor, image, monke
         return original(seg_logits, seen_mask, **kw)
 
     monkeypatch.setattr(scoring, "decoupled_segment_probs", spy)
-    predictor.scores(image, NAMES, fast=F.FastSettings(max_crops=0, quantize=False))
+    predictor.scores(image, NAMES, fast=F.FastSettings(max_crops=0, quantize=False,
+                                                        crop_size=None))
     stats = predictor.crop_stats
     assert stats["encoded"] == 0 and stats["fallback"] + stats["negligible"] == 10
     rows = torch.isfinite(seen["clip"]).all(dim=1)

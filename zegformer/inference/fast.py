@@ -17,15 +17,23 @@ path therefore
 3. on CPU, runs the image tower with int8 dynamic quantisation of its linear layers
    (`torch.ao.quantization.quantize_dynamic`: the MLPs, about two thirds of ViT-B/16's FLOPs;
    the attention projections stay fp32). About 1.5x faster per crop on this machine, features
-   within cosine 0.9993 of fp32 (rule-weights CLIP).
+   within cosine 0.9993 of fp32 (rule-weights CLIP);
+4. encodes the crops at a smaller side, `crop_size` (default 128 for ViT-B/16: 64 patch tokens
+   instead of 196), with the tower's position embedding resized bicubically over the patch grid
+   (the class token's row kept); the crops are made at that size directly. int8 at 128 costs
+   about a quarter of int8 at 224 per crop.
 
-It is an approximation and results say so (`SegmentationResult.fast`). Measured agreement with
-the exact path: see README ("Speed") and scripts/benchmark.py. With `max_crops` >= the number of
-segments, `mass_fraction` 1 and `quantize` False it computes exactly what the exact path does.
+Defaults (max_crops 10, mass_fraction 0.99, int8, crop_size 128), measured on a model trained by
+scripts/train_bench_model.py (6 validation images, scripts/bench_fast_sizes.py): 5.6x less CPU
+than the exact path at 99.06% argmax agreement; none of the settings tried reached both 5x and
+99.5% there (docs/_readme_fast.md has the table). It is an approximation and results say so
+(`SegmentationResult.fast`). With `max_crops` >= the number of segments, `mass_fraction` 1,
+`quantize` False and `crop_size` None it computes exactly what the exact path does.
 """
 from __future__ import annotations
 
 import copy
+import math
 import threading
 import warnings
 from dataclasses import dataclass
@@ -33,9 +41,11 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ZegFormerError
+from .crop_cache import CropFeatureCache
 
 
 @dataclass(frozen=True)
@@ -46,11 +56,15 @@ class FastSettings:
     mass_fraction: stop adding segments once the kept ones hold this share of the score mass.
     quantize: int8 dynamic quantisation of the image tower's linear layers (CPU only; ignored on
         other devices).
+    crop_size: side in pixels of the crops given to the image tower, a multiple of its patch
+        size (16 for ViT-B/16; the position embedding is resized to that grid); None: CLIP's own
+        input size (224), as the exact path.
     """
 
     max_crops: int = 10
-    mass_fraction: float = 0.97
+    mass_fraction: float = 0.99
     quantize: bool = True
+    crop_size: int | None = 128
 
     def __post_init__(self) -> None:
         if self.max_crops < 0:
@@ -58,6 +72,12 @@ class FastSettings:
         if not 0.0 <= self.mass_fraction <= 1.0:
             raise ZegFormerError(
                 f"mass_fraction must be between 0 and 1, got {self.mass_fraction}")
+        if self.crop_size is not None and (isinstance(self.crop_size, bool)
+                                           or not isinstance(self.crop_size, int)
+                                           or self.crop_size < 1):
+            raise ZegFormerError(
+                f"crop_size must be a positive whole number of pixels or None, got "
+                f"{self.crop_size!r}")
 
 
 DEFAULT_FAST = FastSettings()
@@ -164,36 +184,132 @@ def fallback_clip_logits(clip_logits: torch.Tensor, seg_logits: torch.Tensor,
     return out
 
 
-class QuantizedImageTower:
-    """An int8 dynamically quantised copy of a CLIP image tower, built on first use (~1 s).
+def resized_position_embedding(pe: torch.Tensor, grid: int) -> torch.Tensor:
+    """A ViT position embedding for a `grid` x `grid` patch grid.
 
-    Linear layers only (`torch.ao.quantization.quantize_dynamic`), CPU only. Thread-safe build.
+    Args:
+        pe: (1 + n * n) x C, the class token's first, then the n x n grid row by row.
+
+    Returns:
+        (1 + grid * grid) x C: the class token's row as it is, the grid resized bicubically
+        (align_corners False); `pe` itself when grid == n.
+    """
+    n = math.isqrt(pe.shape[0] - 1)
+    if n * n != pe.shape[0] - 1:
+        raise ZegFormerError(f"position embedding of {pe.shape[0]} rows is not 1 + a square grid")
+    if grid == n:
+        return pe
+    square = pe[1:].reshape(1, n, n, -1).permute(0, 3, 1, 2).float()  # 1 x C x n x n
+    square = F.interpolate(square, size=(grid, grid), mode="bicubic", align_corners=False)
+    square = square.permute(0, 2, 3, 1).reshape(grid * grid, -1).to(pe.dtype)
+    return torch.cat([pe[:1], square], dim=0)
+
+
+def resized_image_tower(visual: nn.Module, size: int) -> nn.Module:
+    """A copy of an open_clip ViT image tower that takes size x size images.
+
+    The patch embedding and the blocks are shared by value (deep copy); only the position
+    embedding is resized (`resized_position_embedding`). At the tower's own size the copy computes
+    the same as the tower.
+
+    Args:
+        visual: open_clip `VisionTransformer` (conv1, positional_embedding, image_size, ...).
+        size: input side, a multiple of the patch size.
+
+    Returns:
+        nn.Module in eval mode: N x 3 x size x size -> N x D.
+    """
+    patch = int(visual.conv1.kernel_size[0])
+    if size < patch or size % patch:
+        raise ZegFormerError(f"crop_size must be a multiple of CLIP's patch size {patch}, "
+                             f"got {size}")
+    tower = copy.deepcopy(visual).eval()
+    grid = size // patch
+    pe = resized_position_embedding(tower.positional_embedding.detach(), grid)
+    tower.positional_embedding = nn.Parameter(pe.clone(), requires_grad=False)
+    tower.image_size = (size, size)
+    tower.grid_size = (grid, grid)
+    return tower
+
+
+class QuantizedImageTower:
+    """The fast path's image towers, built on first use and kept: int8 dynamically quantised
+    (linear layers, `torch.ao.quantization.quantize_dynamic`, CPU, ~1 s to build) and / or
+    resized to another input side (`resized_image_tower`). Thread-safe builds.
+
+    Calling it runs the int8 tower at the input's own size (N x 3 x S x S -> N x D).
     """
 
     def __init__(self, clip_model: nn.Module) -> None:
         self._source = clip_model
-        self._tower: nn.Module | None = None
+        self._towers: dict[tuple[int, bool], nn.Module] = {}
         self._lock = threading.Lock()
+
+    @property
+    def native_size(self) -> int:
+        size = self._source.visual.image_size
+        return int(size[0] if isinstance(size, (tuple, list)) else size)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """N x 3 x S x S -> N x D (as `ClipAdapter.encode_image`, not normalised)."""
-        return self.tower()(images.float())
+        return self.tower(images.shape[-1])(images.float())
 
-    def tower(self) -> nn.Module:
+    def encoder(self, size: int, quantize: bool) -> ImageEncoder:
+        """The image tower for size x size crops, int8 (CPU) or as the source (its device)."""
+        tower = self.tower(size, quantize)
+        if quantize:
+            return lambda images: tower(images.float())
+        return tower
+
+    def tower(self, size: int | None = None, quantize: bool = True) -> nn.Module:
+        size = self.native_size if size is None else int(size)
+        key = (size, quantize)
         with self._lock:
-            if self._tower is None:
-                visual = copy.deepcopy(self._source.visual).float().cpu().eval()
-                with warnings.catch_warnings():  # torch.ao's notice about moving to torchao
-                    warnings.simplefilter("ignore")
-                    self._tower = torch.ao.quantization.quantize_dynamic(
-                        visual, {nn.Linear}, dtype=torch.qint8)
-            return self._tower
+            if key not in self._towers:
+                visual = self._source.visual
+                if size != self.native_size:
+                    visual = resized_image_tower(visual, size)  # a copy
+                elif quantize:
+                    visual = copy.deepcopy(visual)
+                if quantize:
+                    visual = visual.float().cpu().eval()
+                    with warnings.catch_warnings():  # torch.ao's notice about moving to torchao
+                        warnings.simplefilter("ignore")
+                        visual = torch.ao.quantization.quantize_dynamic(
+                            visual, {nn.Linear}, dtype=torch.qint8)
+                self._towers[key] = visual
+            return self._towers[key]
+
+
+def fast_crop_size(settings: FastSettings, native: int) -> int:
+    """The side of the crops the fast path makes (settings.crop_size, else CLIP's own)."""
+    return native if settings.crop_size is None else settings.crop_size
+
+
+class TowerFeatureCache:
+    """One tower's view of a shared crop-feature cache: its keys carry the tower's name, so
+    features of the int8 and fp32 towers at the same crop size never mix."""
+
+    def __init__(self, cache: CropFeatureCache, tower: str) -> None:
+        self._cache, self._prefix = cache, tower.encode() + b":"
+
+    def get(self, key: bytes) -> torch.Tensor | None:
+        return self._cache.get(self._prefix + key)
+
+    def put(self, key: bytes, value: torch.Tensor) -> None:
+        self._cache.put(self._prefix + key, value)
 
 
 def fast_image_encoder(default: ImageEncoder,
                        quantized: QuantizedImageTower, device: torch.device,
-                       settings: FastSettings) -> tuple[ImageEncoder, bool]:
-    """(the image tower the fast path uses, whether it is the quantised one)."""
-    if settings.quantize and device.type == "cpu":
-        return quantized, True
-    return default, False
+                       settings: FastSettings) -> tuple[ImageEncoder, str | None]:
+    """(the image tower the fast path uses, its name when it is one of the fast path's own:
+    int8 and / or resized, e.g. "int8-160"; None for the exact path's tower).
+
+    Its own towers keep their own crop features (they differ from the exact tower's).
+    """
+    size = fast_crop_size(settings, quantized.native_size)
+    quantize = settings.quantize and device.type == "cpu"
+    if not quantize and size == quantized.native_size:
+        return default, None
+    return quantized.encoder(size, quantize), f"{'int8' if quantize else 'fp'}-{size}"

@@ -28,7 +28,7 @@ from ..modeling.clip_adapter import ClipAdapter
 from . import scoring
 from .crop_cache import CropFeatureCache
 from .fast import FastSettings, QuantizedImageTower, fallback_clip_logits, fast_image_encoder
-from .fast import mask_groups, segment_mass, select_segments
+from .fast import TowerFeatureCache, fast_crop_size, mask_groups, segment_mass, select_segments
 from ..text import CLIP_TEMPLATES
 from .preprocess import Preprocessed, normalize_and_pad, resize_shortest_edge
 from .score_maps import ScoreMaps
@@ -179,18 +179,21 @@ def decoupled(inp: ScoringInputs) -> torch.Tensor | ScoreMaps:
                 seg_logits, masks, inp.seen, logit_scale=scale, ensembling=s.ensembling,
                 all_classes_as_novel=s.ensembling_all_cls, lam=s.ensemble_lambda)
             encode, cache = inp.clip.encode_image, None if inp.plain else inp.crop_features
-            encoded = None
+            encoded, size = None, inp.clip.image_size
             if inp.fast is not None and skip is not None:
                 encoded = select_segments(segment_mass(seg_logits, masks), ~skip, inp.fast,
                                           mask_groups(masks))
                 if inp.quantized_tower is not None:
-                    encode, quantized = fast_image_encoder(encode, inp.quantized_tower,
-                                                           inp.device, inp.fast)
-                    cache = inp.fast_crop_features if quantized else cache
+                    encode, tower = fast_image_encoder(encode, inp.quantized_tower,
+                                                       inp.device, inp.fast)
+                    size = fast_crop_size(inp.fast, size)
+                    if tower is not None:
+                        cache = None if inp.fast_crop_features is None else TowerFeatureCache(
+                            inp.fast_crop_features, tower)
             with inp.autocast():
                 clip_logits = scoring.clip_segment_logits(
                     clip_img, masks, encode, clip_text, scale,
-                    style=s.clip_cls_style, size=inp.clip.image_size,
+                    style=s.clip_cls_style, size=size,
                     skip=skip if encoded is None else ~encoded, dedupe=not inp.plain,
                     feature_cache=cache, stats=inp.crop_stats).float()
             if encoded is not None:
