@@ -204,3 +204,13 @@ def test_redraw_uses_the_kept_result_and_never_the_model(tiny_predictor, tmp_pat
     assert kept3.results[0] is kept2.results[0] and shown.data["opacity"] == 0.2
     with pytest.raises(ZegFormerError, match="threshold"):
         live.redraw(kept2, -0.1, 0.2, tmp_path / "d")
+
+
+def test_the_csv_never_hands_a_spreadsheet_a_formula(tmp_path):
+    names = ["=HYPERLINK(\"http://x\")", "+cmd", "@sum", "cat"]
+    class_table.write_csv(tmp_path / "classes.csv", [block_result(names)])
+    with open(tmp_path / "classes.csv", encoding="utf-8") as f:
+        cells = [cell for row in list(csv.reader(f))[1:] for cell in row]
+    assert not any(cell.startswith(class_table.FORMULA_START) for cell in cells)
+    assert "'=HYPERLINK(\"http://x\")" in cells and "cat" in cells
+    assert class_table.inert_cell(-0.5) == -0.5  # numbers stay numbers

@@ -106,9 +106,21 @@ def csv_rows(results: Sequence[SegmentationResult]) -> list[list[Any]]:
     return rows
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as a formula
+
+
+def inert_cell(value: object) -> object:
+    """`value`, with a text cell that a spreadsheet would run as a formula (a class name typed
+    as `=HYPERLINK(...)`) prefixed by an apostrophe; numbers are left as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
 def write_csv(path: str | os.PathLike, results: Sequence[SegmentationResult]) -> None:
-    """The full class table as CSV (UTF-8, a header row, then `csv_rows`)."""
+    """The full class table as CSV (UTF-8, a header row, then `csv_rows`; text cells that would
+    start a formula are made inert)."""
     with open(path, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(CSV_HEADERS)
-        writer.writerows(csv_rows(results))
+        writer.writerows([inert_cell(v) for v in row] for row in csv_rows(results))
