@@ -107,7 +107,7 @@ def test_segment_an_example_image(client):
     assert json.loads(files["result.json"].read_text())["classes"] == data["classes"]
     assert {c["label"] for c in out["confidences"]["confidences"]} <= set(requested)
     assert [row[0] for row in out["table"]["data"]] and len(out["table"]["data"]) == len(requested)
-    assert "Untrained" in out["status"] and "**device:** cpu" in out["status"]
+    assert "weights: untrained" in out["status"] and "**device:** cpu" in out["status"]
     assert "backbone" in out["status"]  # latency per stage
     assert out["disagreement"] is None
 
