@@ -145,27 +145,6 @@ def test_render_wide_image_puts_legend_below():
     assert out.width == 200 and out.height > 20
 
 
-def test_annotations_match_label_map(scene):
-    _, res = scene
-    ann = V.annotations(res)
-    assert [label.split()[0] for _, label in ann] == ["cat", "sofa"]  # window absent
-    for mask, label in ann:
-        idx = res.class_names.index(label.split()[0])
-        assert mask.dtype == bool
-        np.testing.assert_array_equal(mask, res.label_map == idx)
-        assert label.endswith("%")
-    cmap = V.annotation_color_map(res)
-    assert set(cmap) == {label for _, label in ann}
-    assert all(v.startswith("#") and len(v) == 7 for v in cmap.values())
-    weighted = V.annotations(res, opacity=0.25)  # gr.AnnotatedImage strength = the opacity
-    assert [label for _, label in weighted] == [label for _, label in ann]
-    for (mask, _), (w, _) in zip(ann, weighted):
-        assert w.dtype == np.float32
-        np.testing.assert_array_equal(w, mask * np.float32(0.25))
-    with pytest.raises(ValueError, match="opacity"):
-        V.annotations(res, opacity=-0.1)
-
-
 def test_disagreement_by_name(scene):
     image, a = scene
     b_labels = a.label_map.copy()

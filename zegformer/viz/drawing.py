@@ -154,15 +154,16 @@ def legend(
     width: int | None = None,
     font_size: int = 16,
     title: str | None = None,
-    value_label: str = "conf.",
+    value_label: str = "area",
 ) -> Image.Image:
     """A legend panel: one row per class with a colour swatch, the name, a "novel" tag for classes
-    outside the checkpoint's training vocabulary and the confidence in percent.
+    outside the checkpoint's training vocabulary and a value in percent (`value_label` says
+    which: the figures and the video legend give each class's share of the pixels, "area").
 
     Args:
         names: K class names, drawn top to bottom in this order.
         colors: K x 3 uint8.
-        confidences: optional K values in 0..1.
+        confidences: optional K values in 0..1, drawn as percentages.
         seen: optional K flags; False draws the "novel" tag.
         width: panel width in pixels (names are shortened with "..." to fit); None = as wide as
             the longest row needs.
@@ -296,8 +297,8 @@ def render(
     max_rows = max(4, (h - round(size * 9)) // round(size * 1.6)) if beside else 24
     shown = present if len(present) <= max_rows else present[: max_rows - 1]
     leg = legend([c.name for c in shown], colors[[c.index for c in shown]],
-                 confidences=[c.confidence for c in shown], seen=[c.seen for c in shown],
-                 width=None if beside else w, font_size=size,
+                 confidences=[c.area_fraction for c in shown], seen=[c.seen for c in shown],
+                 width=None if beside else w, font_size=size, value_label="area",
                  title=title or f"{result.mode} mode")
     notes = [f"+ {len(present) - len(shown)} smaller classes"] if len(shown) < len(present) else []
     unlabeled = float((result.label_map == UNLABELED).mean())
@@ -336,31 +337,6 @@ def mark_untrained(picture: Image.Image, size: int | None = None) -> Image.Image
     size = size or legend_layout(*picture.size)[0]
     return _stack([_banner(picture.width, UNTRAINED_TEXTS, size, UNTRAINED_RED),
                    picture.convert("RGB")])
-
-
-# ------------------------------------------------------------------------- data for other UIs
-def _label(stat: Any) -> str:
-    return f"{stat.name} {round(100 * stat.confidence)}%"
-
-
-def annotations(result: SegmentationResult, opacity: float | None = None
-                ) -> list[tuple[np.ndarray, str]]:
-    """(mask H x W, "name 87%") per class present, largest first, for gr.AnnotatedImage.
-
-    Masks are bool, or float32 weighted by `opacity` (0..1) when it is given: gr.AnnotatedImage
-    draws a mask's values as the strength of its colour.
-    """
-    weight = None if opacity is None else _check_opacity(opacity)
-    masks = [(result.label_map == c.index, _label(c)) for c in result.present_classes]
-    if weight is None:
-        return masks
-    return [(m.astype(np.float32) * weight, label) for m, label in masks]
-
-
-def annotation_color_map(result: SegmentationResult) -> dict[str, str]:
-    """{annotation label: '#rrggbb'} matching `annotations`, for AnnotatedImage(color_map=...)."""
-    colors = class_colors(result.class_names)
-    return {_label(c): hex_color(colors[c.index]) for c in result.present_classes}
 
 
 def _names_map(result: SegmentationResult, names: dict[str, int]) -> np.ndarray:
