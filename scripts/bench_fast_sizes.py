@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     extra["quantize"] = not args.no_quantize
     settings = {s: FastSettings(crop_size=s, **extra) for s in args.sizes}
     for s in args.sizes:
-        p.quantized_tower.tower(s, extra["quantize"])
+        p.fast_towers.tower(s, extra["quantize"])
     files = sorted(f for f in Path(args.images).iterdir()
                    if f.suffix.lower() in (".png", ".jpg", ".jpeg"))[: args.max_images]
     load = os.getloadavg()[0]

@@ -35,7 +35,7 @@ def test_resized_tower_at_the_native_size_is_the_tower(predictor):
     with torch.inference_mode():
         ref = predictor.clip.encode_image(x).float()
         got = F.resized_image_tower(visual, native)(x).float()
-        via_towers = F.QuantizedImageTower(predictor.clip.clip).encoder(native, False)(x).float()
+        via_towers = F.FastImageTowers(predictor.clip.clip).encoder(native, False)(x).float()
     torch.testing.assert_close(got, ref, atol=1e-6, rtol=0)
     torch.testing.assert_close(via_towers, ref, atol=1e-6, rtol=0)
 
@@ -63,7 +63,7 @@ def test_position_embedding_keeps_the_class_token_and_resizes_the_grid():
 @pytest.mark.parametrize("size", [160, 112, 48])
 @pytest.mark.parametrize("quantize", [True, False])
 def test_smaller_towers_give_finite_features_of_the_same_width(predictor, size, quantize):
-    towers = F.QuantizedImageTower(predictor.clip.clip)
+    towers = F.FastImageTowers(predictor.clip.clip)
     with torch.inference_mode():
         out = towers.encoder(size, quantize)(crops(2, size, seed=size))
         ref = predictor.clip.encode_image(crops(2, predictor.clip.image_size)).float()

@@ -29,6 +29,8 @@ def chosen(**boxes: Any) -> dict[str, bool]:
 def serve(predictor: Any, wrap: Callable[[Callable], Callable] = lambda fn: fn) -> Infer:
     """`run_modes` bound to `predictor`: one call at a time, from any event; the predictor stays
     out of the arguments `wrap` sees (on ZeroGPU they are sent to a GPU worker)."""
+    # Its own lock, not `predictor.lock`: it spans every mode of one request, and on ZeroGPU the
+    # call runs in a forked worker, which must not inherit a lock the parent holds.
     lock = threading.Lock()
 
     @wrap

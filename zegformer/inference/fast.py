@@ -26,7 +26,7 @@ path therefore
 Defaults (max_crops 10, mass_fraction 0.99, int8, crop_size 128), measured on a model trained by
 scripts/train_bench_model.py (6 validation images, scripts/bench_fast_sizes.py): 5.6x less CPU
 than the exact path at 99.06% argmax agreement; none of the settings tried reached both 5x and
-99.5% there (docs/_readme_fast.md has the table). It is an approximation and results say so
+99.5% there (docs/SPEED.md has the table). It is an approximation and results say so
 (`SegmentationResult.fast`). With `max_crops` >= the number of segments, `mass_fraction` 1,
 `quantize` False and `crop_size` None it computes exactly what the exact path does.
 """
@@ -37,7 +37,7 @@ import math
 import threading
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -232,7 +232,7 @@ def resized_image_tower(visual: nn.Module, size: int) -> nn.Module:
     return tower
 
 
-class QuantizedImageTower:
+class FastImageTowers:
     """The fast path's image towers, built on first use and kept: int8 dynamically quantised
     (linear layers, `torch.ao.quantization.quantize_dynamic`, CPU, ~1 s to build) and / or
     resized to another input side (`resized_image_tower`). Thread-safe builds.
@@ -301,7 +301,7 @@ class TowerFeatureCache:
 
 
 def fast_image_encoder(default: ImageEncoder,
-                       quantized: QuantizedImageTower, device: torch.device,
+                       quantized: FastImageTowers, device: torch.device,
                        settings: FastSettings) -> tuple[ImageEncoder, str | None]:
     """(the image tower the fast path uses, its name when it is one of the fast path's own:
     int8 and / or resized, e.g. "int8-160"; None for the exact path's tower).
@@ -313,3 +313,37 @@ def fast_image_encoder(default: ImageEncoder,
     if not quantize and size == quantized.native_size:
         return default, None
     return quantized.encoder(size, quantize), f"{'int8' if quantize else 'fp'}-{size}"
+
+
+@dataclass
+class CropPlan:
+    """What the fast path hands `scoring.clip_segment_logits`: which segments to encode, with
+    which image tower, at which crop side, with which crop-feature cache."""
+
+    encoded: torch.Tensor  # Q bool
+    encode: ImageEncoder
+    size: int
+    cache: Any  # a CropFeatureCache-like get/put, or None
+
+
+def plan_crops(settings: FastSettings, seg_logits: torch.Tensor, masks: torch.Tensor,
+               candidates: torch.Tensor, encode: ImageEncoder, size: int, cache: Any,
+               towers: FastImageTowers | None, device: torch.device,
+               tower_features: CropFeatureCache | None) -> CropPlan:
+    """The fast path's crops: `select_segments` over the mask groups of `masks`, and, when the
+    predictor has fast towers, the int8 and / or resized tower with its own feature cache.
+
+    Args:
+        seg_logits: Q x (K + 1); masks: Q x H x W logits; candidates: Q bool (not negligible).
+        encode, size, cache: the exact path's image tower, crop side and feature cache, used
+            as they are when the fast tower is the exact one (or there are no fast towers).
+        towers: the predictor's fast towers; tower_features: their shared feature cache.
+    """
+    encoded = select_segments(segment_mass(seg_logits, masks), candidates, settings,
+                              mask_groups(masks))
+    if towers is None:
+        return CropPlan(encoded, encode, size, cache)
+    fast_encode, tower = fast_image_encoder(encode, towers, device, settings)
+    if tower is not None:  # its own features (they differ from the exact tower's)
+        cache = None if tower_features is None else TowerFeatureCache(tower_features, tower)
+    return CropPlan(encoded, fast_encode, fast_crop_size(settings, size), cache)

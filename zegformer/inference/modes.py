@@ -27,8 +27,7 @@ from ..loading.settings import ModelSettings
 from ..modeling.clip_adapter import ClipAdapter
 from . import scoring
 from .crop_cache import CropFeatureCache
-from .fast import FastSettings, QuantizedImageTower, fallback_clip_logits, fast_image_encoder
-from .fast import TowerFeatureCache, fast_crop_size, mask_groups, segment_mass, select_segments
+from .fast import FastSettings, FastImageTowers, fallback_clip_logits, plan_crops
 from ..text import CLIP_TEMPLATES
 from .preprocess import Preprocessed, normalize_and_pad, resize_shortest_edge
 from .score_maps import ScoreMaps
@@ -69,7 +68,7 @@ class ScoringInputs:
     crop_features: CropFeatureCache | None = None  # CLIP crop features kept across calls
     lazy: bool = False  # return a ScoreMaps (scores at the working resolution), not K x H x W
     fast: FastSettings | None = None  # the fast approximation (`zegformer.inference.fast`)
-    quantized_tower: QuantizedImageTower | None = None  # its int8 image tower (CPU)
+    fast_towers: FastImageTowers | None = None  # the int8 and / or resized image towers
     fast_crop_features: CropFeatureCache | None = None  # crop features of that tower
 
     @property
@@ -181,15 +180,9 @@ def decoupled(inp: ScoringInputs) -> torch.Tensor | ScoreMaps:
             encode, cache = inp.clip.encode_image, None if inp.plain else inp.crop_features
             encoded, size = None, inp.clip.image_size
             if inp.fast is not None and skip is not None:
-                encoded = select_segments(segment_mass(seg_logits, masks), ~skip, inp.fast,
-                                          mask_groups(masks))
-                if inp.quantized_tower is not None:
-                    encode, tower = fast_image_encoder(encode, inp.quantized_tower,
-                                                       inp.device, inp.fast)
-                    size = fast_crop_size(inp.fast, size)
-                    if tower is not None:
-                        cache = None if inp.fast_crop_features is None else TowerFeatureCache(
-                            inp.fast_crop_features, tower)
+                plan = plan_crops(inp.fast, seg_logits, masks, ~skip, encode, size, cache,
+                                  inp.fast_towers, inp.device, inp.fast_crop_features)
+                encoded, encode, size, cache = plan.encoded, plan.encode, plan.size, plan.cache
             with inp.autocast():
                 clip_logits = scoring.clip_segment_logits(
                     clip_img, masks, encode, clip_text, scale,

@@ -19,7 +19,7 @@ from ..modeling.clip_adapter import ClipAdapter
 from ..text import TextEmbedder, is_seen, parse_classes
 from ..text_cache import text_tower_digest
 from .crop_cache import CropFeatureCache
-from .fast import FastOption, QuantizedImageTower, resolve_fast
+from .fast import FastOption, FastImageTowers, resolve_fast
 from .image import limit_size, load_image
 from .modes import USER_MODES as MODES
 from .modes import ProgressFn, ScoringInputs, resolve_mode
@@ -64,8 +64,8 @@ class Predictor:
                                  weights_digest=lambda: text_tower_digest(self.clip.clip))
         self.crop_stats: dict[str, int] = {}  # last decoupled run: segments, skipped, encoded...
         self.crop_features = CropFeatureCache()  # CLIP crop features, reused for the same image
-        self.quantized_tower = QuantizedImageTower(self.clip.clip)  # the fast path's, on CPU
-        self.fast_crop_features = CropFeatureCache()  # features of the quantised tower
+        self.fast_towers = FastImageTowers(self.clip.clip)  # built on first use
+        self.fast_crop_features = CropFeatureCache()  # features of those towers
         # Held by every prediction; background work (warming text embeddings) takes it too, so
         # it runs between requests, never during one.
         self.lock = threading.RLock()
@@ -252,7 +252,7 @@ class Predictor:
             clip=self.clip, text=text, timer=lambda key: self._timer(timings, key),
             report=report, autocast=self._autocast, plain=plain, crop_stats=self.crop_stats,
             crop_features=self.crop_features, lazy=lazy and aug is None,
-            fast=None if plain else resolve_fast(fast), quantized_tower=self.quantized_tower,
+            fast=None if plain else resolve_fast(fast), fast_towers=self.fast_towers,
             fast_crop_features=self.fast_crop_features)
         report(0.15, "preprocessing")
         with self._stage_timers(timings):
