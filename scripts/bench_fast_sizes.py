@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-crops", type=int, default=None)
     ap.add_argument("--mass-fraction", type=float, default=None)
     ap.add_argument("--no-quantize", action="store_true", help="fp32 towers (no int8)")
+    ap.add_argument("--share-iou", type=float, default=None,
+                    help="FastSettings.share_iou (0: only equal masks share a crop)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     extra = {k: v for k, v in (("max_crops", args.max_crops),
                                 ("mass_fraction", args.mass_fraction)) if v is not None}
     extra["quantize"] = not args.no_quantize
+    if args.share_iou is not None:
+        extra["share_iou"] = args.share_iou if args.share_iou > 0 else None
     settings = {s: FastSettings(crop_size=s, **extra) for s in args.sizes}
     for s in args.sizes:
         p.fast_towers.tower(s, extra["quantize"])

@@ -132,10 +132,11 @@ def test_crop_size_224_without_other_approximations_is_the_exact_path(predictor,
     exact = predictor.predict(image, NAMES)
     predictor.crop_features.clear()
     full = predictor.predict(image, NAMES, fast=F.FastSettings(
-        max_crops=1000, mass_fraction=1.0, quantize=False, crop_size=224))
+        max_crops=1000, mass_fraction=1.0, quantize=False, crop_size=224, share_iou=None))
     np.testing.assert_allclose(full.probs, exact.probs, atol=1e-5, rtol=0)
     np.testing.assert_array_equal(full.label_map, exact.label_map)
 
 
 def test_default_fast_settings_use_smaller_crops():
-    assert F.DEFAULT_FAST.crop_size == 128 and F.DEFAULT_FAST.quantize is True
+    assert F.DEFAULT_FAST.crop_size == 192 and F.DEFAULT_FAST.quantize is True
+    assert F.DEFAULT_FAST.share_iou == 0.9

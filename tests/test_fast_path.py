@@ -25,7 +25,7 @@ from zegformer.viz.export import load_label_map
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ["sky", "grass", "cat", "dog", "tree"]
 NOT_QUANTISED_ALL = F.FastSettings(max_crops=1000, mass_fraction=1.0, quantize=False,
-                                   crop_size=None)
+                                   crop_size=None, share_iou=None)
 
 
 @pytest.fixture(scope="module")

@@ -2,33 +2,35 @@
 
 The exact path encodes the CLIP crop of every segment that could move a score by more than 1e-7
 (`scoring.negligible_segments`). A trained ZegFormer spends most of its 100 queries on "no
-object", and the few segments that carry the picture also carry most of the score mass. The fast
-path therefore
+object", many of its object queries predict nearly the same mask, and the few segments that
+carry the picture also carry most of the score mass. The fast path therefore
+(`zegformer.inference.fast_selection` for steps 1-3)
 
 1. weighs each segment by objectness x its mask's peak,
        w_q = (1 - P_seg(no object | q)) * max_x sigmoid(mask_q[x])
-   (the factor by which the exact path bounds a segment's effect on any score), adds the
-   weights of segments with the same binary mask (they share one crop), and encodes CLIP crops
-   only for the heaviest crops: the fewest that hold `mass_fraction` of the total weight, at
-   most `max_crops` (segments the exact path proves negligible are never encoded);
-2. classifies every other segment with the segment classifier alone: its CLIP logits are replaced
-   by its own segment logits, so its CLIP probabilities equal its segment-classifier
-   probabilities and the geometric ensemble falls back to the classifier's opinion;
-3. on CPU, runs the image tower with int8 dynamic quantisation of its linear layers
+   (the factor by which the exact path bounds a segment's effect on any score);
+2. puts segments whose binary masks overlap by IoU >= `share_iou` (default 0.9) in one cluster
+   (equal masks always share: they give the same crop); the cluster's heaviest segment is
+   encoded and the others borrow its CLIP logits. Similar masks give similar crops (the box of
+   the mask, everything outside it zeroed), so one crop speaks for them all;
+3. encodes the crops of the heaviest clusters only: the fewest that hold `mass_fraction` of the
+   total weight, at most `max_crops` (segments the exact path proves negligible are never
+   encoded); every other segment is classified by the segment classifier alone: its CLIP logits
+   are its own segment logits, so the geometric ensemble falls back to the classifier's opinion;
+4. on CPU, runs the image tower with int8 dynamic quantisation of its linear layers
    (`torch.ao.quantization.quantize_dynamic`: the MLPs, about two thirds of ViT-B/16's FLOPs;
    the attention projections stay fp32). About 1.5x faster per crop on this machine, features
    within cosine 0.9993 of fp32 (rule-weights CLIP);
-4. encodes the crops at a smaller side, `crop_size` (default 128 for ViT-B/16: 64 patch tokens
+5. encodes the crops at a smaller side, `crop_size` (default 192 for ViT-B/16: 144 patch tokens
    instead of 196), with the tower's position embedding resized bicubically over the patch grid
-   (the class token's row kept); the crops are made at that size directly. int8 at 128 costs
-   about a quarter of int8 at 224 per crop.
+   (the class token's row kept); the crops are made at that size directly.
 
-Defaults (max_crops 10, mass_fraction 0.99, int8, crop_size 128), measured on a model trained by
-scripts/train_bench_model.py (6 validation images, scripts/bench_fast_sizes.py): 5.6x less CPU
-than the exact path at 99.06% argmax agreement; none of the settings tried reached both 5x and
-99.5% there (docs/SPEED.md has the table). It is an approximation and results say so
-(`SegmentationResult.fast`). With `max_crops` >= the number of segments, `mass_fraction` 1,
-`quantize` False and `crop_size` None it computes exactly what the exact path does.
+Defaults (max_crops 10, mass_fraction 0.99, share_iou 0.9, int8, crop_size 192), measured on a
+model trained by scripts/train_bench_model.py (scripts/bench_fast_sizes.py, docs/SPEED.md has
+the tables): 8.1x less CPU than the exact path at 99.62% argmax agreement on 6 validation images.
+It is an approximation and results say so (`SegmentationResult.fast`). With `max_crops` >= the
+number of segments, `mass_fraction` 1, `share_iou` None, `quantize` False and `crop_size` None
+it computes exactly what the exact path does.
 """
 from __future__ import annotations
 
@@ -39,13 +41,14 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ZegFormerError
 from .crop_cache import CropFeatureCache
+from .fast_selection import (SegmentPlan, complete_clip_logits, fallback_clip_logits,  # noqa: F401
+                             mask_groups, plan_segments, segment_mass, select_segments)
 
 
 @dataclass(frozen=True)
@@ -59,12 +62,15 @@ class FastSettings:
     crop_size: side in pixels of the crops given to the image tower, a multiple of its patch
         size (16 for ViT-B/16; the position embedding is resized to that grid); None: CLIP's own
         input size (224), as the exact path.
+    share_iou: segments whose binary masks overlap by at least this IoU share one crop (the
+        heaviest one's; `fast_selection.similar_mask_clusters`); None: only equal masks do.
     """
 
     max_crops: int = 10
     mass_fraction: float = 0.99
     quantize: bool = True
-    crop_size: int | None = 128
+    crop_size: int | None = 192
+    share_iou: float | None = 0.9
 
     def __post_init__(self) -> None:
         if self.max_crops < 0:
@@ -78,6 +84,9 @@ class FastSettings:
             raise ZegFormerError(
                 f"crop_size must be a positive whole number of pixels or None, got "
                 f"{self.crop_size!r}")
+        if self.share_iou is not None and not 0.0 < self.share_iou <= 1.0:
+            raise ZegFormerError(f"share_iou must be above 0 and at most 1, or None, got "
+                                 f"{self.share_iou!r}")
 
 
 DEFAULT_FAST = FastSettings()
@@ -94,94 +103,6 @@ def resolve_fast(fast: FastOption) -> FastSettings | None:
     if isinstance(fast, FastSettings):
         return fast
     raise ZegFormerError(f"fast must be True, False or a FastSettings, got {fast!r}")
-
-
-def segment_mass(seg_logits: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
-    """Weight of each segment: (1 - P(no object)) * the largest value of its mask's sigmoid.
-
-    Measured on a trained model (scripts/train_bench_model.py, 6 images, fraction 0.97 / 0.99):
-    this weight kept argmax agreement 98.9% / 99.4%; objectness x soft area (the sum of the
-    sigmoid) 98.3% / 98.8% with fewer crops, which loses small objects first.
-
-    Args:
-        seg_logits: Q x (K + 1), "no object" last; mask_logits: Q x H x W.
-
-    Returns:
-        Q float64 (>= 0).
-    """
-    objectness = 1.0 - seg_logits.double().softmax(-1)[:, -1]
-    peak = mask_logits.double().sigmoid().flatten(1).amax(dim=1)
-    return objectness * peak.to(objectness.device)
-
-
-def mask_groups(mask_logits: torch.Tensor) -> torch.Tensor:
-    """Q long ids, equal for segments with the same binary mask (sigmoid > 0.5).
-
-    Equal binary masks give equal crops (one image-tower call serves them all), so the fast
-    path counts and ranks crops, not segments. All empty masks form one group.
-    """
-    binary = (mask_logits.sigmoid() > 0.5).flatten(1).cpu().numpy()
-    packed = np.packbits(binary, axis=1)
-    ids: dict[bytes, int] = {}
-    out = [ids.setdefault(row.tobytes(), len(ids)) for row in packed]
-    return torch.tensor(out, dtype=torch.long, device=mask_logits.device)
-
-
-def select_segments(mass: torch.Tensor, candidates: torch.Tensor, settings: FastSettings,
-                    groups: torch.Tensor | None = None) -> torch.Tensor:
-    """Segments whose CLIP crop the fast path encodes.
-
-    Args:
-        mass: Q (`segment_mass`).
-        candidates: Q bool, the segments that may be encoded (not provably negligible).
-        settings: max_crops and mass_fraction.
-        groups: Q ids of segments sharing one crop (`mask_groups`); default: each its own.
-
-    Returns:
-        Q bool: the candidates of the heaviest groups (a group weighs the mass of its
-        candidates), heaviest first, until they hold mass_fraction of the candidates' total
-        mass, at most max_crops groups.
-    """
-    chosen = torch.zeros_like(candidates, dtype=torch.bool)
-    if groups is None:
-        groups = torch.arange(len(mass), device=mass.device)
-    groups = groups.to(mass.device)
-    members = torch.nonzero(candidates.to(mass.device)).flatten()
-    if len(members) == 0 or settings.max_crops == 0:
-        return chosen
-    idx, inverse = torch.unique(groups[members], return_inverse=True)  # candidate groups
-    m = torch.zeros(len(idx), dtype=mass.dtype, device=mass.device)
-    m.index_add_(0, inverse, mass[members])
-    order = m.argsort(descending=True, stable=True)
-    total = m.sum()
-    before = m[order].cumsum(0) - m[order]  # mass of the heavier ones
-    if settings.mass_fraction >= 1.0 or total <= 0:
-        needed = torch.ones_like(before, dtype=torch.bool)
-    else:  # keep a segment while the heavier ones alone do not yet reach the fraction
-        needed = before < settings.mass_fraction * total
-    keep = order[needed][: settings.max_crops]  # indices into idx (groups)
-    picked = torch.zeros(len(idx), dtype=torch.bool, device=mass.device)
-    picked[keep] = True
-    chosen[members[picked[inverse]].to(chosen.device)] = True
-    return chosen
-
-
-def fallback_clip_logits(clip_logits: torch.Tensor, seg_logits: torch.Tensor,
-                         encoded: torch.Tensor, negligible: torch.Tensor) -> torch.Tensor:
-    """CLIP logits with the segments left out by the fast path filled in by their segment logits.
-
-    softmax([seg_logits[:K], no-object logit]) is the segment classifier's own probabilities, so
-    for those rows CLIP "agrees" with the classifier. Provably negligible rows keep -inf, as in
-    the exact path.
-
-    Args:
-        clip_logits: Q x K (-inf rows where not encoded); seg_logits: Q x (K + 1);
-        encoded, negligible: Q bool.
-    """
-    out = clip_logits.clone()
-    fill = ~encoded & ~negligible
-    out[fill] = seg_logits[fill, :-1].to(out.dtype)
-    return out
 
 
 def resized_position_embedding(pe: torch.Tensor, grid: int) -> torch.Tensor:
@@ -317,21 +238,27 @@ def fast_image_encoder(default: ImageEncoder,
 
 @dataclass
 class CropPlan:
-    """What the fast path hands `scoring.clip_segment_logits`: which segments to encode, with
-    which image tower, at which crop side, with which crop-feature cache."""
+    """What the fast path hands `scoring.clip_segment_logits`: which segments to encode (and
+    who borrows their logits), with which image tower, at which crop side, with which
+    crop-feature cache."""
 
-    encoded: torch.Tensor  # Q bool
+    segments: SegmentPlan
     encode: ImageEncoder
     size: int
     cache: Any  # a CropFeatureCache-like get/put, or None
+
+    @property
+    def encoded(self) -> torch.Tensor:
+        """Q bool: the segments whose crops are encoded."""
+        return self.segments.encoded
 
 
 def plan_crops(settings: FastSettings, seg_logits: torch.Tensor, masks: torch.Tensor,
                candidates: torch.Tensor, encode: ImageEncoder, size: int, cache: Any,
                towers: FastImageTowers | None, device: torch.device,
                tower_features: CropFeatureCache | None) -> CropPlan:
-    """The fast path's crops: `select_segments` over the mask groups of `masks`, and, when the
-    predictor has fast towers, the int8 and / or resized tower with its own feature cache.
+    """The fast path's crops: `plan_segments` over `masks`, and, when the predictor has fast
+    towers, the int8 and / or resized tower with its own feature cache.
 
     Args:
         seg_logits: Q x (K + 1); masks: Q x H x W logits; candidates: Q bool (not negligible).
@@ -339,11 +266,10 @@ def plan_crops(settings: FastSettings, seg_logits: torch.Tensor, masks: torch.Te
             as they are when the fast tower is the exact one (or there are no fast towers).
         towers: the predictor's fast towers; tower_features: their shared feature cache.
     """
-    encoded = select_segments(segment_mass(seg_logits, masks), candidates, settings,
-                              mask_groups(masks))
+    segments = plan_segments(settings, seg_logits, masks, candidates)
     if towers is None:
-        return CropPlan(encoded, encode, size, cache)
+        return CropPlan(segments, encode, size, cache)
     fast_encode, tower = fast_image_encoder(encode, towers, device, settings)
     if tower is not None:  # its own features (they differ from the exact tower's)
         cache = None if tower_features is None else TowerFeatureCache(tower_features, tower)
-    return CropPlan(encoded, fast_encode, fast_crop_size(settings, size), cache)
+    return CropPlan(segments, fast_encode, fast_crop_size(settings, size), cache)

@@ -27,7 +27,7 @@ from ..loading.settings import ModelSettings
 from ..modeling.clip_adapter import ClipAdapter
 from . import scoring
 from .crop_cache import CropFeatureCache
-from .fast import FastSettings, FastImageTowers, fallback_clip_logits, plan_crops
+from .fast import FastSettings, FastImageTowers, complete_clip_logits, plan_crops
 from ..text import CLIP_TEMPLATES
 from .preprocess import Preprocessed, normalize_and_pad, resize_shortest_edge
 from .score_maps import ScoreMaps
@@ -178,7 +178,7 @@ def decoupled(inp: ScoringInputs) -> torch.Tensor | ScoreMaps:
                 seg_logits, masks, inp.seen, logit_scale=scale, ensembling=s.ensembling,
                 all_classes_as_novel=s.ensembling_all_cls, lam=s.ensemble_lambda)
             encode, cache = inp.clip.encode_image, None if inp.plain else inp.crop_features
-            encoded, size = None, inp.clip.image_size
+            plan, encoded, size = None, None, inp.clip.image_size
             if inp.fast is not None and skip is not None:
                 plan = plan_crops(inp.fast, seg_logits, masks, ~skip, encode, size, cache,
                                   inp.fast_towers, inp.device, inp.fast_crop_features)
@@ -189,11 +189,12 @@ def decoupled(inp: ScoringInputs) -> torch.Tensor | ScoreMaps:
                     style=s.clip_cls_style, size=size,
                     skip=skip if encoded is None else ~encoded, dedupe=not inp.plain,
                     feature_cache=cache, stats=inp.crop_stats).float()
-            if encoded is not None:
-                clip_logits = fallback_clip_logits(clip_logits, seg_logits, encoded, skip)
+            if plan is not None:
+                clip_logits = complete_clip_logits(clip_logits, seg_logits, plan.segments, skip)
                 if inp.crop_stats is not None:
-                    inp.crop_stats.update(negligible=int(skip.sum()),
-                                          fallback=int((~encoded & ~skip).sum()))
+                    shared = plan.segments.borrowing
+                    inp.crop_stats.update(negligible=int(skip.sum()), shared=int(shared.sum()),
+                                          fallback=int((~encoded & ~shared & ~skip).sum()))
     inp.report(0.85, "merging segments")
     with inp.timer("merge"):
         probs = scoring.decoupled_segment_probs(
