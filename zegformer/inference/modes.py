@@ -206,24 +206,35 @@ def decoupled(inp: ScoringInputs) -> torch.Tensor | ScoreMaps:
 
 @register_mode("dense_clip", "zegformer")
 def dense_clip(inp: ScoringInputs) -> torch.Tensor | ScoreMaps:
-    """Pixel-level scoring with dense CLIP features: softmax over classes of scale * cosine."""
+    """Pixel-level scoring with dense CLIP features: softmax over classes of scale * cosine.
+
+    The image is resized to whole patches (short side about DENSE_CLIP_SHORT_SIDE, both sides
+    rounded to multiples of the patch size, so no padding), the softmax is taken on the patch
+    grid (K x H/p x W/p) and those probabilities are resized bilinearly to the input size: the
+    per-class statistics then read K small maps, not K x H x W (`zegformer.inference.statistics`).
+    """
     s = inp.settings
     text = inp.text(CLIP_TEMPLATES)
+    patch = inp.clip.patch_size
     with inp.timer("preprocess"):
-        x = inp.network_image(DENSE_CLIP_SHORT_SIDE, DENSE_CLIP_MAX_SIDE)
-        img = normalize_and_pad(x, s.clip_pixel_mean, s.clip_pixel_std, inp.clip.patch_size)
+        x = whole_patches(inp.network_image(DENSE_CLIP_SHORT_SIDE, DENSE_CLIP_MAX_SIDE), patch)
+        img = normalize_and_pad(x, s.clip_pixel_mean, s.clip_pixel_std, patch)
     inp.report(0.4, "dense CLIP features")
     with inp.timer("clip_dense"), inp.autocast():
         feats = inp.clip.dense_features(img).float()[0]  # D x gh x gw
     with inp.timer("merge"):
         logits = inp.clip.logit_scale.float() * torch.einsum("dhw,kd->khw", feats, text)
+        return finish(inp, lambda: scoring.pixel_probs(logits), tuple(logits.shape[-2:]))
 
-        def compute() -> torch.Tensor:
-            up = F.interpolate(logits[None], size=img.shape[-2:], mode="bilinear",
-                               align_corners=False)[0]
-            return scoring.pixel_probs(up)
 
-        return finish(inp, compute, tuple(x.shape[-2:]))
+def whole_patches(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """3 x h x w image resized (bilinear) so that both sides are multiples of `patch` (each
+    rounded to the nearest multiple, at least one patch); unchanged when they already are."""
+    h, w = x.shape[-2:]
+    size = (max(patch, round(h / patch) * patch), max(patch, round(w / patch) * patch))
+    if size == (h, w):
+        return x
+    return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
 
 
 @register_mode("per_pixel_baseline", "per_pixel_baseline")

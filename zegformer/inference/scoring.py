@@ -13,7 +13,8 @@ decoupled (ZegFormer)
     from seen classes (`GZERO_CALIBRATE`, 0.1 in the eval configs).
 
 pixel
-    score[:, x] = softmax_c(scale * cos(pixel embedding at x, text embedding of c)).
+    score[:, x] = softmax_c(scale * cos(patch embedding, text embedding of c)) on the patch
+    grid, resized bilinearly to the input size.
 """
 from __future__ import annotations
 
