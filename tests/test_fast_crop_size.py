@@ -138,5 +138,5 @@ def test_crop_size_224_without_other_approximations_is_the_exact_path(predictor,
 
 
 def test_default_fast_settings_use_smaller_crops():
-    assert F.DEFAULT_FAST.crop_size == 192 and F.DEFAULT_FAST.quantize is True
+    assert F.DEFAULT_FAST.crop_size == 192 and F.DEFAULT_FAST.quantize is False
     assert F.DEFAULT_FAST.share_iou == 0.9

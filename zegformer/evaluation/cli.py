@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(also on with --opts TEST.AUG.ENABLED True)")
     p.add_argument("--fast", action="store_true",
                    help="the fast approximation (CLIP crops only for the segments carrying most "
-                   "of the score, similar masks sharing one crop, int8 CLIP on CPU): not the "
+                   "of the score, similar masks sharing one crop, 192-pixel crops): not the "
                    "official numbers; recorded in the "
                    "predictions folder, which then refuses exact runs (and the reverse)")
     p.add_argument("--max-images", type=int, default=None, help="evaluate the first N images")

@@ -94,8 +94,8 @@ def get_parser() -> argparse.ArgumentParser:
                         "passes, averaged): about 12 times slower")
     p.add_argument("--fast", action="store_true",
                    help="the fast approximation: CLIP crops only for the segments that carry "
-                        "most of the score (at most 10; similar masks share one crop), smaller "
-                        "int8 crops on CPU; not the official numbers (outputs say \"fast\": true)")
+                        "most of the score (at most 10; similar masks share one crop), at 192 "
+                        "pixels; not the official numbers (outputs say \"fast\": true)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None,
                    help="default: cuda when available")
     p.add_argument("--clip-weights", metavar="PATH", default=None,

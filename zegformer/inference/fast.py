@@ -17,20 +17,21 @@ carry the picture also carry most of the score mass. The fast path therefore
    total weight, at most `max_crops` (segments the exact path proves negligible are never
    encoded); every other segment is classified by the segment classifier alone: its CLIP logits
    are its own segment logits, so the geometric ensemble falls back to the classifier's opinion;
-4. on CPU, runs the image tower with int8 dynamic quantisation of its linear layers
-   (`torch.ao.quantization.quantize_dynamic`: the MLPs, about two thirds of ViT-B/16's FLOPs;
-   the attention projections stay fp32). About 1.5x faster per crop on this machine, features
-   within cosine 0.9993 of fp32 (rule-weights CLIP);
-5. encodes the crops at a smaller side, `crop_size` (default 192 for ViT-B/16: 144 patch tokens
+4. encodes the crops at a smaller side, `crop_size` (default 192 for ViT-B/16: 144 patch tokens
    instead of 196), with the tower's position embedding resized bicubically over the patch grid
-   (the class token's row kept); the crops are made at that size directly.
+   (the class token's row kept); the crops are made at that size directly;
+5. optionally (`quantize`, CPU only, off by default), runs the image tower with int8 dynamic
+   quantisation of its linear layers (`torch.ao.quantization.quantize_dynamic`: the MLPs,
+   about two thirds of ViT-B/16's FLOPs). About 1.5x faster per crop on this machine, features
+   within cosine 0.9993 of fp32, but it moves the argmax of more pixels than it saves time for.
 
-Defaults (max_crops 10, mass_fraction 0.99, share_iou 0.9, int8, crop_size 192), measured on a
-model trained by scripts/train_bench_model.py (scripts/bench_fast_sizes.py, docs/SPEED.md has
-the tables): 8.1x less CPU than the exact path at 99.62% argmax agreement on 6 validation images.
-It is an approximation and results say so (`SegmentationResult.fast`). With `max_crops` >= the
-number of segments, `mass_fraction` 1, `share_iou` None, `quantize` False and `crop_size` None
-it computes exactly what the exact path does.
+Defaults (max_crops 10, mass_fraction 0.99, share_iou 0.9, crop_size 192, fp32), measured on a
+model trained by scripts/train_bench_model.py (scripts/bench_fast_sizes.py, 8 validation images,
+1 thread; docs/SPEED.md has the tables): 6.1x less CPU than the exact path at 99.55% argmax
+agreement, with 3-4 crops per image instead of 9-17. It is an approximation and results say so
+(`SegmentationResult.fast`). With `max_crops` >= the number of segments, `mass_fraction` 1,
+`share_iou` None, `quantize` False and `crop_size` None it computes exactly what the exact path
+does.
 """
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ class FastSettings:
 
     max_crops: int = 10
     mass_fraction: float = 0.99
-    quantize: bool = True
+    quantize: bool = False
     crop_size: int | None = 192
     share_iou: float | None = 0.9
 
