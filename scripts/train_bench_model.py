@@ -29,11 +29,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 from synthetic_shapes import tiny_training_overrides, write_shapes_dataset  # noqa: E402
 
 
-def overrides(data: Path, out: Path, iters: int, clip: bool) -> list[str]:
+def overrides(data: Path, out: Path, iters: int, clip: bool, seed: int = 0) -> list[str]:
     """The test suite's tiny training run, longer and with 100 queries (and the full-size CLIP
-    of the rule weights when `clip`)."""
+    of the rule weights when `clip`); `seed` (when not 0) is the run's SEED."""
     extra = {"SOLVER__MAX_ITER": iters, "SOLVER__CHECKPOINT_PERIOD": iters,
              "MODEL__MASK_FORMER__NUM_OBJECT_QUERIES": 100}
+    if seed:
+        extra["SEED"] = seed
     if clip:
         extra.update({"MODEL__SEM_SEG_HEAD__CLIP_PRETRAINED": "ViT-B/16",
                       "MODEL__SEM_SEG_HEAD__CLIP_EMBED_DIM": "512"})
@@ -54,15 +56,19 @@ def main() -> int:
     ap.add_argument("--iters", type=int, default=400)
     ap.add_argument("--n-train", type=int, default=32)
     ap.add_argument("--n-val", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0,
+                    help="seed of the dataset and of the training run (another model, other "
+                    "images: a held-out check of the benchmark's figures)")
     args = ap.parse_args()
     from zegformer.training import cli
 
-    data = write_shapes_dataset(args.out / "data", n_train=args.n_train, n_val=args.n_val)
+    data = write_shapes_dataset(args.out / "data", n_train=args.n_train, n_val=args.n_val,
+                                seed=args.seed)
     flags = ["--config-file", "tiny", "--no-progress", "--log-period", "50"]
     if args.clip_weights:
         flags += ["--clip-weights", args.clip_weights]
     return cli.main(flags + overrides(data, args.out / "run", args.iters,
-                                      bool(args.clip_weights)))
+                                      bool(args.clip_weights), args.seed))
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def test_plan_encodes_representatives_and_lets_members_borrow():
     m = _masks()
     # segment logits: K = 4 + no object; objectness decides the mass
     seg = torch.zeros(5, 5)
-    seg[:, -1] = torch.tensor([2.0, -4.0, -2.0, 3.0, 5.0])  # segment 1 the most object-like
+    seg[:, -1] = torch.tensor([4.0, -4.0, -2.0, 3.0, 5.0])  # 0 and 3: weak echoes of 1
     every = torch.ones(5, dtype=torch.bool)
     plan = S.plan_segments(F.FastSettings(max_crops=10, mass_fraction=1.0, share_iou=0.8),
                            seg, m, every)
@@ -88,9 +88,11 @@ def test_bad_share_iou_is_a_one_line_error():
             F.FastSettings(share_iou=bad)
 
 
-def test_predictor_reports_shared_segments_and_stays_flagged():
-    """On a tiny random model, sharing at IoU 0.05 makes most segments borrow: fewer crops are
-    encoded than without sharing, and crop_stats counts the borrowers."""
+def test_predictor_reports_shared_segments_and_stays_flagged(monkeypatch):
+    """On a tiny random model, sharing at IoU 0.05 (and any weight ratio: its segments weigh
+    alike) makes most segments borrow: fewer crops are encoded than without sharing, and
+    crop_stats counts the borrowers."""
+    monkeypatch.setattr(S, "BORROWER_WEIGHT_RATIO", 1.0)
     p = load_random_predictor(device="cpu", seed=1)
     image = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
     loose = F.FastSettings(max_crops=100, mass_fraction=1.0, quantize=False, crop_size=None,
@@ -107,3 +109,18 @@ def test_predictor_reports_shared_segments_and_stays_flagged():
     assert shared["shared"] > 0
     assert shared["distinct"] < plain["distinct"]
     assert shared["shared"] + shared["distinct"] <= plain["segments"]
+
+
+def test_a_look_alike_as_heavy_as_its_leader_keeps_its_own_crop():
+    """Untrained-like weights: similar masks of equal weight each carry their own CLIP opinion,
+    so neither borrows; a weak echo (a trained model's duplicate) does borrow."""
+    m = _masks()
+    groups = S.mask_groups(m)
+    every = torch.ones(5, dtype=torch.bool)
+    equal = torch.tensor([1.0, 1.0, 2.0, 0.0, 0.0], dtype=torch.float64)
+    c = S.similar_mask_clusters(m, groups, every, equal, min_iou=0.8, max_weight_ratio=0.5)
+    assert c[0] != c[1]
+    echo = torch.tensor([0.1, 1.0, 2.0, 0.0, 0.0], dtype=torch.float64)
+    c = S.similar_mask_clusters(m, groups, every, echo, min_iou=0.8, max_weight_ratio=0.5)
+    assert c[0] == c[1] == groups[1]
+    assert S.BORROWER_WEIGHT_RATIO < 1.0

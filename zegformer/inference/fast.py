@@ -10,9 +10,11 @@ carry the picture also carry most of the score mass. The fast path therefore
        w_q = (1 - P_seg(no object | q)) * max_x sigmoid(mask_q[x])
    (the factor by which the exact path bounds a segment's effect on any score);
 2. puts segments whose binary masks overlap by IoU >= `share_iou` (default 0.9) in one cluster
-   (equal masks always share: they give the same crop); the cluster's heaviest segment is
-   encoded and the others borrow its CLIP logits. Similar masks give similar crops (the box of
-   the mask, everything outside it zeroed), so one crop speaks for them all;
+   when they weigh at most half as much as its heaviest segment (equal masks always share: they
+   give the same crop); that heaviest segment is encoded and the others borrow its CLIP logits.
+   Similar masks give similar crops (the box of the mask, everything outside it zeroed), so one
+   crop speaks for a trained model's weak duplicates; look-alikes as heavy as each other (as in
+   untrained weights) keep their own crops;
 3. encodes the crops of the heaviest clusters only: the fewest that hold `mass_fraction` of the
    total weight, at most `max_crops` (segments the exact path proves negligible are never
    encoded); every other segment is classified by the segment classifier alone: its CLIP logits
