@@ -214,3 +214,18 @@ def test_the_csv_never_hands_a_spreadsheet_a_formula(tmp_path):
     assert not any(cell.startswith(class_table.FORMULA_START) for cell in cells)
     assert "'=HYPERLINK(\"http://x\")" in cells and "cat" in cells
     assert class_table.inert_cell(-0.5) == -0.5  # numbers stay numbers
+
+
+def test_pixel_best_from_score_maps_equals_the_numpy_pass_bit_for_bit(tiny_predictor):
+    """The kept score maps go through torch (chunks of 32 classes), `probs` through numpy: the
+    same label, normalised best and peaks, bit for bit, over several chunks and both modes."""
+    from zegformer.inference import rethreshold
+
+    names = ", ".join(f"thing {i}" for i in range(70))
+    for mode in ("decoupled", "pixel"):
+        result = tiny_predictor.predict(CAT, names, mode=mode)
+        from_maps = rethreshold.pixel_best(result)
+        from_probs = rethreshold._pixel_best(result.replace(score_maps=None))
+        np.testing.assert_array_equal(from_maps.label, from_probs.label)
+        np.testing.assert_array_equal(from_maps.best, from_probs.best)
+        np.testing.assert_array_equal(from_maps.peaks, from_probs.peaks)

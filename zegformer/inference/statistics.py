@@ -35,7 +35,7 @@ from .peaks import PeakFinder, whole_peaks
 from .score_maps import ScoreMaps
 
 SOURCE_BLOCK = 8  # working-resolution pixels per side of a label-map bounding block
-CHUNK = 32  # classes handled (resized, or bounded) at once
+CHUNK = 8  # classes handled (resized, or bounded) at once
 
 
 def _chunks(n: int, size: int = CHUNK):
@@ -83,7 +83,7 @@ def block_bounds(low: torch.Tensor, block: int = SOURCE_BLOCK) -> tuple[torch.Te
     return bmin, bmax
 
 
-def _argmax_update(best: torch.Tensor | None, label: torch.Tensor | None, vals: torch.Tensor,
+def argmax_update(best: torch.Tensor | None, label: torch.Tensor | None, vals: torch.Tensor,
                    part: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Fold the classes `part` (ascending, later than those already seen; values K' x H x W) into
     the running (best value, first class with it). A later class wins only with a strictly
@@ -104,7 +104,7 @@ def running_argmax(maps: ScoreMaps, index: torch.Tensor) -> tuple[torch.Tensor, 
     """(best value, class of the first best) per pixel over the classes `index` (ascending)."""
     best = label = None
     for part, vals in maps.chunks(index, CHUNK):
-        best, label = _argmax_update(best, label, vals, part)
+        best, label = argmax_update(best, label, vals, part)
     assert best is not None and label is not None
     return best, label
 
@@ -188,7 +188,7 @@ def _resized_pass(maps: ScoreMaps) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     resized = []
     nonneg = maps.known_nonnegative()
     for part, vals in maps.chunks(torch.arange(maps.num_classes, device=maps.seen.device), CHUNK):
-        best, label = _argmax_update(best, label, vals, part)
+        best, label = argmax_update(best, label, vals, part)
         total += (vals if bool(nonneg[part].all()) else vals.clamp(min=0)).sum(0)
         resized.append((part, vals))
     assert best is not None and label is not None
