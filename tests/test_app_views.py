@@ -217,7 +217,7 @@ def test_the_csv_never_hands_a_spreadsheet_a_formula(tmp_path):
 
 
 def test_pixel_best_from_score_maps_equals_the_numpy_pass_bit_for_bit(tiny_predictor):
-    """The kept score maps go through torch (chunks of 32 classes), `probs` through numpy: the
+    """From the kept score maps (resized chunk by chunk) and from `probs` (the full maps): the
     same label, normalised best and peaks, bit for bit, over several chunks and both modes."""
     from zegformer.inference import rethreshold
 

@@ -59,93 +59,56 @@ def check_threshold(threshold: float) -> float:
     return value
 
 
-def _score_chunks(result: SegmentationResult) -> Iterator[np.ndarray]:
-    """The result's K x H x W scores as float32 numpy chunks of CHUNK classes, in class order."""
+def _score_chunks(result: SegmentationResult) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(class indices, their float32 scores K' x H x W) in chunks of CHUNK classes, in class
+    order: from the result's kept score maps, else from `result.probs`."""
     maps = result.score_maps
-    if maps is None:
-        probs = np.asarray(result.probs, dtype=np.float32)
-        for start in range(0, probs.shape[0], CHUNK):
-            yield probs[start:start + CHUNK]
+    if maps is not None:
+        index = torch.arange(maps.num_classes, device=maps.seen.device)
+        for part, vals in maps.chunks(index, CHUNK):
+            yield part, vals.float()
         return
-    index = torch.arange(maps.num_classes, device=maps.seen.device)
-    for _, vals in maps.chunks(index, CHUNK):
-        yield vals.float().cpu().numpy()
+    probs = np.asarray(result.probs, dtype=np.float32)
+    probs = torch.from_numpy(probs if probs.flags.writeable else probs.copy())
+    for start in range(0, probs.shape[0], CHUNK):
+        part = torch.arange(start, min(start + CHUNK, probs.shape[0]))
+        yield part, probs[start:start + CHUNK]
 
 
 def _pixel_best(result: SegmentationResult) -> PixelBest:
+    """Two passes over the scores in torch, with `class_statistics`' float32 operations in its
+    order (so its bits): the sum of clipped scores and the first argmax, then each class's peak
+    normalised score."""
     k = len(result.class_names)
     total = best_raw = label = None
-    for first, arr in _enumerate_chunks(result):  # pass 1: sum of clipped scores, argmax
-        pos = np.clip(arr, 0.0, None)
-        if total is None:
-            total = np.zeros(arr.shape[1:], np.float32)
-            best_raw = np.full(arr.shape[1:], -np.inf, np.float32)
-            label = np.zeros(arr.shape[1:], np.int32)
-        for row in pos:  # in class order, as numpy's sum over the first axis adds them
-            total += row
-        idx = arr.argmax(axis=0)
-        val = np.take_along_axis(arr, idx[None], axis=0)[0]
-        better = val > best_raw  # strictly: ties keep the earlier class
-        best_raw[better], label[better] = val[better], idx[better] + first
-    assert total is not None and best_raw is not None and label is not None
-    has_sum = total > 0
-    denom = np.maximum(total, 1e-12)
-    uniform = np.float32(1.0 / k)
-    best = np.where(has_sum, np.clip(best_raw, 0.0, None) / denom, uniform).astype(np.float32)
-    peaks = np.empty(k, np.float32)
-    for first, arr in _enumerate_chunks(result):  # pass 2: each class's peak normalised score
-        norm = np.where(has_sum, np.clip(arr, 0.0, None) / denom, uniform)
-        peaks[first:first + len(arr)] = norm.reshape(len(arr), -1).max(axis=1)
-    return PixelBest(label=label, best=best, peaks=peaks)
-
-
-def _pixel_best_from_maps(result: SegmentationResult) -> PixelBest | None:
-    """`_pixel_best` on the kept score maps, with torch instead of numpy (a few times faster for
-    hundreds of classes): the same float32 operations in the same order, so the same bits. None
-    when a score is NaN or infinite (then the numpy path decides, as it always did)."""
-    maps = result.score_maps
-    assert maps is not None
-    k = maps.num_classes
-    index = torch.arange(k, device=maps.seen.device)
-    total = best_raw = label = None
-    for part, vals in maps.chunks(index, CHUNK):  # pass 1: sum of clipped scores, argmax
-        vals = vals.float()
+    for part, vals in _score_chunks(result):  # pass 1: sum of clipped scores, argmax
         if total is None:
             total = torch.zeros(vals.shape[1:], dtype=torch.float32, device=vals.device)
-        for row in vals.clamp(min=0.0):  # in class order, as numpy adds them
+        for row in vals.clamp(min=0.0):  # in class order, as numpy's sum over classes adds them
             total += row
         best_raw, label = argmax_update(best_raw, label, vals, part)
     assert total is not None and best_raw is not None and label is not None
-    if not (bool(torch.isfinite(best_raw).all()) and bool(torch.isfinite(total).all())):
-        return None
     has_sum = total > 0
     denom = total.clamp(min=1e-12)
     uniform = torch.tensor(1.0 / k, dtype=torch.float32, device=total.device)
     best = torch.where(has_sum, best_raw.clamp(min=0.0) / denom, uniform)
     peaks = torch.empty(k, dtype=torch.float32, device=total.device)
-    for part, vals in maps.chunks(index, CHUNK):  # pass 2: each class's peak normalised score
-        norm = torch.where(has_sum, vals.float().clamp(min=0.0) / denom, uniform)
-        peaks[part] = norm.flatten(1).amax(dim=1)
+    for part, vals in _score_chunks(result):  # pass 2: each class's peak normalised score
+        norm = torch.where(has_sum, vals.clamp(min=0.0) / denom, uniform)
+        peaks[part.to(peaks.device)] = norm.flatten(1).amax(dim=1)
     return PixelBest(label=label.cpu().numpy().astype(np.int32),
                      best=best.cpu().numpy().astype(np.float32), peaks=peaks.cpu().numpy())
-
-
-def _enumerate_chunks(result: SegmentationResult) -> Iterator[tuple[int, np.ndarray]]:
-    first = 0
-    for arr in _score_chunks(result):
-        yield first, arr
-        first += len(arr)
 
 
 def pixel_best(result: SegmentationResult) -> PixelBest:
     """The `PixelBest` of `result` (from its kept score maps, else from `probs`)."""
     maps = result.score_maps
     if maps is None:
-        return _pixel_best(result)
+        with torch.inference_mode():
+            return _pixel_best(result)
     with _MAPS_LOCK, torch.inference_mode():
         try:
-            fast = _pixel_best_from_maps(result)
-            return fast if fast is not None else _pixel_best(result)
+            return _pixel_best(result)
         finally:
             maps.release()
 
