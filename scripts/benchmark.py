@@ -155,7 +155,7 @@ def compare(args: argparse.Namespace, predictor, device: str) -> None:
     predictor.text(names, predictor.settings.prompt_ensemble_type)
     predictor.text(names, CLIP_TEMPLATES)
     t = time.perf_counter()
-    if device == "cpu":  # the fast path's default tower: int8 at its crop size
+    if device == "cpu":  # the fast path's default tower (its crop size, int8 or not)
         predictor.fast_towers.tower(DEFAULT_FAST.crop_size, DEFAULT_FAST.quantize)
     print(f"  fast image tower ({DEFAULT_FAST}) built once in {time.perf_counter() - t:.2f} s "
           "(not in the times)")

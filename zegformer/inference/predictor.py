@@ -123,10 +123,11 @@ class Predictor:
                 maps bit for bit). For benchmarks and tests.
             fast: the fast approximation (`zegformer.inference.fast`; True or a FastSettings):
                 CLIP crops only for the segments carrying most of the score (at most 10),
-                the others classified by the segment classifier alone, crops of 128 pixels
-                (not 224), and on CPU an int8 image tower. Not the official numbers: the
-                result's `fast` is True. It only changes the decoupled mode with CLIP
-                classification (the other modes have no crops and stay exact, `fast` False).
+                weaker look-alike segments borrowing their CLIP logits, the others classified
+                by the segment classifier alone, crops of 192 pixels (not 224). Not the
+                official numbers: the result's `fast` is True. It only changes the decoupled
+                mode with CLIP classification (the other modes have no crops and stay exact,
+                `fast` False).
                 Measured: README "Speed".
 
         Returns:

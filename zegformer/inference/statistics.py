@@ -35,7 +35,7 @@ from .peaks import PeakFinder, whole_peaks
 from .score_maps import ScoreMaps
 
 SOURCE_BLOCK = 8  # working-resolution pixels per side of a label-map bounding block
-CHUNK = 8  # classes handled (resized, or bounded) at once
+CHUNK = 8  # classes handled (resized, or bounded) at once; larger fresh chunks cost more
 
 
 def _chunks(n: int, size: int = CHUNK):
