@@ -306,14 +306,16 @@ def build_demo(model: Any) -> gr.Blocks:
         private = dict(api_visibility="private", queue=False)
         # /segment: the button's work without the overlays, an endpoint with no trigger on the page
         gr.on([], bind(segment, model, infer), inputs, outputs, api_name="segment", **on_model)
-        run_btn.click(bind(segment_and_show, model, infer), inputs + [tta_box, table_filter, fast_box],
-                      shown, api_visibility="private", **on_model)
         # live controls: redrawn from the kept result, queued (they draw images), never the model
-        redraw = dict(api_visibility="private", concurrency_limit=1, concurrency_id="redraw",
-                      trigger_mode="always_last")
+        redraw = dict(api_visibility="private", concurrency_limit=1, concurrency_id="redraw")
+        new_dir = lambda: output_store().new_dir()  # noqa: E731
+        live_inputs = [kept, threshold, opacity, table_filter]
+        run_btn.click(bind(segment_and_show, model, infer), inputs + [tta_box, table_filter, fast_box],
+                      shown, api_visibility="private", **on_model
+                      ).then(bind(page.catch_up, new_dir), live_inputs, shown, **redraw)
         for slider in (threshold, opacity):
-            slider.release(bind(page.redraw_and_show, lambda: output_store().new_dir()),
-                           [kept, threshold, opacity, table_filter], shown, **redraw)
+            slider.release(bind(page.redraw_and_show, new_dir), live_inputs, shown,
+                           trigger_mode="always_last", **redraw)
         table_filter.change(page.filter_table, [kept, table_filter], table, **private)
         classes.change(startup.describe_classes, classes, parsed, **private)
         # queued (each its own slot, not the model's): a mistake is one toast, not an Error pill
@@ -326,7 +328,7 @@ def build_demo(model: Any) -> gr.Blocks:
             examples.load_input_event.then(
                 bind(segment_and_show, model, remembered(infer, len(rows))),
                 inputs + [tta_box, table_filter, fast_box], shown, api_visibility="private",
-                **on_model)
+                **on_model).then(bind(page.catch_up, new_dir), live_inputs, shown, **redraw)
         elif rows:  # no model: shown, not clickable
             no_model.disabled_examples(rows, inputs)
         if predictor is None:  # nothing on the page can start a request that must fail

@@ -1,6 +1,7 @@
 """How the page shows results, in a real headless Chromium against a real server on 127.0.0.1
 (issue 12): examples keep the visitor's settings, the threshold and opacity sliders redraw the
-kept result without running the model, the ADE20K-Full table stays readable and filterable, and
+kept result without running the model (and a run's result is redrawn at the values they were
+moved to while it ran), the ADE20K-Full table stays readable and filterable, and
 "both" mode shows both modes' areas and confidences only once its result arrives.
 
 Every check waits with `expect(...)`. Screenshots go to /tmp/view-shots/ (looked at by hand).
@@ -13,6 +14,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import json
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -30,13 +32,19 @@ EXAMPLES = json.loads((ROOT / "examples" / "examples.json").read_text())
 
 
 class CountingPredictor:
-    """The tiny predictor, counting its `predict` calls (what the live controls must not make)."""
+    """The tiny predictor, counting its `predict` calls (what the live controls must not make).
+    A test can hold runs back: clear `gate`, and `entered` is set once a run waits on it."""
 
     def __init__(self, predictor):
         self._predictor, self.calls = predictor, 0
+        self.gate, self.entered = threading.Event(), threading.Event()
+        self.gate.set()
 
     def predict(self, *args, **kwargs):
         self.calls += 1
+        self.entered.set()
+        if not self.gate.wait(timeout=TIMEOUT_MS / 1000):
+            raise RuntimeError("the test never opened the gate")
         return self._predictor.predict(*args, **kwargs)
 
     def __getattr__(self, name):
@@ -142,6 +150,34 @@ def test_threshold_and_opacity_redraw_without_the_model(page, server):
     assert len(after) > 1 and set(after[1:]).isdisjoint(before[1:])  # new, stronger masks
     assert predictor.calls == runs  # three redraws, no model run
     page.screenshot(path=str(SHOTS / "live_opacity.png"), full_page=True)
+
+
+def test_sliders_moved_while_the_model_runs_apply_to_its_result(page, server):
+    from playwright.sync_api import expect
+
+    predictor = server[1]
+    page.set_input_files("#input-image input[type=file]", str(ROOT / "examples" / "cat.jpg"))
+    page.fill("#classes textarea", CLASSES)
+    segment(page, "Pixel-level", ["pixel"])  # a kept result with the first classes
+    page.fill("#classes textarea", "cat, grass, sky")
+    predictor.entered.clear()
+    predictor.gate.clear()  # the next run waits until the slider has moved
+    try:
+        page.click("#run")
+        assert predictor.entered.wait(TIMEOUT_MS / 1000), "the run never reached the model"
+        set_slider(page, "threshold", 0.4)
+        status = page.locator("#status")
+        expect(status).to_contain_text("Redrawn from the kept result at threshold 0.40")
+        expect(page.locator("#confidences")).to_contain_text("blanket")  # the old result, redrawn
+    finally:
+        predictor.gate.set()
+    panel = page.locator("#confidences")
+    expect(panel).not_to_contain_text("blanket")  # the new run's result ...
+    expect(panel).to_contain_text("grass")
+    expect(panel).to_contain_text("threshold 0.40")  # ... at the slider's threshold, not 0.00
+    expect(status).to_contain_text("Redrawn from the kept result at threshold 0.40")
+    expect(page.locator("#threshold input[type=number]")).to_have_value("0.4")
+    page.screenshot(path=str(SHOTS / "slider_during_run.png"), full_page=True)
 
 
 def test_ade20k_full_table_is_short_and_filterable_in_both_modes(page, server):

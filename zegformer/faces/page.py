@@ -52,6 +52,15 @@ def redraw_and_show(new_dir: Callable[[], Path], kept: live.Kept | None, thresho
     return page_values(response, kept)
 
 
+def catch_up(new_dir: Callable[[], Path], kept: live.Kept | None, threshold: float,
+             opacity: float, query: str = "") -> tuple[Any, ...]:
+    """After a run: the new result redrawn at the sliders' values if the visitor moved them
+    while the model ran (the run used the values of its click); otherwise nothing changes."""
+    if kept is None or (float(threshold) == kept.threshold and float(opacity) == kept.opacity):
+        return tuple(gr.skip() for _ in PAGE_OUTPUTS)
+    return redraw_and_show(new_dir, kept, threshold, opacity, query)
+
+
 def filter_table(kept: live.Kept | None, query: str) -> Any:
     """The class table of the kept result, filtered by `query` (no model run)."""
     if kept is None:
