@@ -2,10 +2,11 @@
 
     python scripts/bench_fast_sizes.py --config RUN/config.yaml --weights RUN/model_final.pth \\
         --clip-weights CLIP.pt --images DIR --classes-file JSON [--sizes 224 160 112]
-        [--max-images 6] [--threads 1] [--eval-scoring]
+        [--max-images 6] [--threads 1] [--eval-scoring] [--quantize]
 
 Per image: the exact path once (empty crop caches), then `fast=FastSettings(crop_size=S)` for each
-size (empty caches, int8 towers built before the timing). Printed per size: argmax agreement with
+size (empty caches, towers built before the timing: fp32 like the library's default, int8
+with `--quantize`). Printed per size: argmax agreement with
 the exact path over all pixels, max |diff| of the probabilities, median CPU and wall time of the
 exact path / the fast path, the CPU of the CLIP-crop stage, crops encoded. No official-equivalent
 run (scripts/benchmark.py does that).
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sizes", nargs="+", type=int, default=[224, 160, 112])
     ap.add_argument("--max-crops", type=int, default=None)
     ap.add_argument("--mass-fraction", type=float, default=None)
-    ap.add_argument("--no-quantize", action="store_true", help="fp32 towers (no int8)")
+    ap.add_argument("--quantize", action=argparse.BooleanOptionalAction, default=None,
+                    help="int8 towers (default: FastSettings' default, fp32)")
     ap.add_argument("--share-iou", type=float, default=None,
                     help="FastSettings.share_iou (0: only equal masks share a crop)")
     ap.add_argument("--threads", type=int, default=1)
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     p.text(names, CLIP_TEMPLATES)
     extra = {k: v for k, v in (("max_crops", args.max_crops),
                                 ("mass_fraction", args.mass_fraction)) if v is not None}
-    extra["quantize"] = not args.no_quantize
+    extra["quantize"] = FastSettings().quantize if args.quantize is None else args.quantize
     if args.share_iou is not None:
         extra["share_iou"] = args.share_iou if args.share_iou > 0 else None
     settings = {s: FastSettings(crop_size=s, **extra) for s in args.sizes}

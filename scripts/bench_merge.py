@@ -3,13 +3,17 @@
     python scripts/bench_merge.py [--config tiny] [--size 480] [--repeat 3] [--threads N]
                                   [--vocabularies coco_stuff_171 ade20k_full_847]
                                   [--modes decoupled pixel] [--device cpu] [--opts K V ...]
+                                  [--rule-weights DIR]
 
 "before" is `predict(full_maps=True)`: every class resized to the image size, then the statistics
 from the K x H x W maps (the code path before the statistics were computed from the
 working-resolution maps); "after" is the default `predict`. Both give the same label map and
 statistics (tests/test_map_statistics.py). Text embeddings are computed once before timing.
 "model" is the network itself (backbone, pixel decoder, transformer, CLIP crops / dense CLIP,
-text); "outside" is everything else, as a share of the total.
+text); "outside" is everything else, as a share of the total. Every run is timed as a new
+image's: the CLIP crop-feature cache (which makes a second vocabulary on the same image skip the
+image tower) is switched off. `--rule-weights DIR` times the full-size network (COCO-Stuff R101,
+ViT-B/16 CLIP) with the deterministic rule weights of `scripts/benchmark.py` instead of `--config`.
 """
 from __future__ import annotations
 
@@ -23,7 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from zegformer import load_random_predictor  # noqa: E402
+from benchmark import RULE_CONFIG, rule_weights  # noqa: E402
+from zegformer import load_predictor, load_random_predictor  # noqa: E402
+from zegformer.inference.crop_cache import CropFeatureCache  # noqa: E402
 from zegformer.data.vocabularies import load_vocabulary  # noqa: E402
 
 MODEL_STAGES = ("text", "backbone", "pixel_decoder", "transformer", "clip_crops", "clip_dense")
@@ -44,9 +50,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--modes", nargs="+", default=["decoupled", "pixel"])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--opts", nargs="*", default=[], help="config overrides KEY VALUE ...")
+    ap.add_argument("--rule-weights", metavar="DIR", default=None,
+                    help="full-size network with the rule weights (written to DIR once)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    predictor = load_random_predictor(args.config, device=args.device, opts=args.opts)
+    if args.rule_weights:
+        ckpt, clip = rule_weights(Path(args.rule_weights))
+        predictor = load_predictor(RULE_CONFIG, ckpt, clip_weights=clip, device=args.device,
+                                   opts=args.opts)
+    else:
+        predictor = load_random_predictor(args.config, device=args.device, opts=args.opts)
+    predictor.crop_features = CropFeatureCache(0)  # every run as a new image's
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (args.size, round(args.size * 4 / 3), 3), dtype=np.uint8)
     print(f"{predictor.describe()} on {args.device}, image {image.shape[1]}x{image.shape[0]}, "
