@@ -7,11 +7,12 @@ and its normalised score, and per class its peak normalised score anywhere (the 
 class that labels no pixel). `apply_threshold` then takes milliseconds.
 
 `pixel_best` reads the score maps the result kept (`SegmentationResult.score_maps`, which hold
-only the small model outputs; two passes over all K classes, in chunks, as `predict` with a
-threshold does once), or `result.probs` for a result without them (pickled, or built from
-`probs`). The numbers are `class_statistics`' definitions, computed the same way (float32, class
-order): the label map equals `predict(..., threshold=t)`'s bit for bit, confidences and areas
-agree to float rounding (the predictor's `map_statistics` matches `class_statistics` to 1e-6).
+only the small model outputs: one pass over all K classes, in chunks, for the sum and the
+argmax, then the peaks by bounds as `predict` finds them), or `result.probs` for a result
+without them (pickled, or built from `probs`; a second pass for the peaks). The numbers are
+`class_statistics`' definitions, computed the same way (float32, class order): the label map
+equals `predict(..., threshold=t)`'s bit for bit, confidences and areas agree to float rounding
+(the predictor's `map_statistics` matches `class_statistics` to 1e-6).
 """
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ import numpy as np
 import torch
 
 from ..errors import ZegFormerError
+from .peaks import PeakFinder
 from .result import UNLABELED, ClassStat, SegmentationResult
+from .score_maps import ScoreMaps
 from .statistics import argmax_update
 
 CHUNK = 8  # classes resized at once (larger chunks cost more in fresh memory than they save)
@@ -76,9 +79,9 @@ def _score_chunks(result: SegmentationResult) -> Iterator[tuple[torch.Tensor, to
 
 
 def _pixel_best(result: SegmentationResult) -> PixelBest:
-    """Two passes over the scores in torch, with `class_statistics`' float32 operations in its
-    order (so its bits): the sum of clipped scores and the first argmax, then each class's peak
-    normalised score."""
+    """The scores read in torch, with `class_statistics`' float32 operations in its order (so
+    its bits): the sum of clipped scores and the first argmax in one pass; then each class's
+    peak normalised score, by bounds from kept score maps (`_bounded_peaks`) or a second pass."""
     k = len(result.class_names)
     total = best_raw = label = None
     for part, vals in _score_chunks(result):  # pass 1: sum of clipped scores, argmax
@@ -92,12 +95,35 @@ def _pixel_best(result: SegmentationResult) -> PixelBest:
     denom = total.clamp(min=1e-12)
     uniform = torch.tensor(1.0 / k, dtype=torch.float32, device=total.device)
     best = torch.where(has_sum, best_raw.clamp(min=0.0) / denom, uniform)
-    peaks = torch.empty(k, dtype=torch.float32, device=total.device)
-    for part, vals in _score_chunks(result):  # pass 2: each class's peak normalised score
-        norm = torch.where(has_sum, vals.clamp(min=0.0) / denom, uniform)
-        peaks[part.to(peaks.device)] = norm.flatten(1).amax(dim=1)
+    peaks = None if result.score_maps is None else _bounded_peaks(result.score_maps, total,
+                                                                    has_sum)
+    if peaks is None:
+        peaks = torch.empty(k, dtype=torch.float32, device=total.device)
+        for part, vals in _score_chunks(result):  # pass 2: each class's peak normalised score
+            norm = torch.where(has_sum, vals.clamp(min=0.0) / denom, uniform)
+            peaks[part.to(peaks.device)] = norm.flatten(1).amax(dim=1)
     return PixelBest(label=label.cpu().numpy().astype(np.int32),
                      best=best.cpu().numpy().astype(np.float32), peaks=peaks.cpu().numpy())
+
+
+def _bounded_peaks(maps: ScoreMaps, total: torch.Tensor,
+                   has_sum: torch.Tensor) -> torch.Tensor | None:
+    """K float32 peak normalised scores without resizing every class again: bounded cell by
+    cell and evaluated only where a class can peak (`peaks.PeakFinder`, as `predict` computes
+    the peaks of absent classes; equal to the resized pass to float rounding). None when the
+    maps are not smaller than the image or hold NaN / infinities: then the resized pass runs."""
+    low = maps.low()
+    k, h, w = low.shape
+    if 2 * h * w > maps.size[0] * maps.size[1] or not bool(torch.isfinite(low).all()):
+        return None
+    nonneg = maps.known_nonnegative()  # their sum, resized, bounds the clipped sum from below
+    linear = torch.zeros((h, w), dtype=torch.float64, device=low.device)
+    for start in range(0, k, CHUNK):
+        weights = nonneg[start:start + CHUNK].to(low.dtype)
+        if bool(weights.any()):
+            linear += torch.einsum("k,khw->hw", weights, low[start:start + CHUNK]).double()
+    finder = PeakFinder(maps, linear, total.double(), ~has_sum)
+    return finder.peaks(torch.ones(k, dtype=torch.bool, device=low.device)).float()
 
 
 def pixel_best(result: SegmentationResult) -> PixelBest:
