@@ -177,6 +177,17 @@ def test_ties_go_to_the_first_class():
     assert not stats[4].present
 
 
+def test_equal_classes_within_and_across_chunks_go_to_the_first():
+    low = _smooth(20, 10, 12, seed=12)
+    low[3] += 0.6  # class 3 wins most pixels ...
+    for copy in (5, 12, 13):  # ... and its copies (5 in its chunk of 8, 12 and 13 in the next)
+        low[copy] = low[3]
+    labels, stats = _check(_maps(low, (31, 37)))
+    assert (labels == 3).mean() > 0.5
+    assert not np.isin(labels, [5, 12, 13]).any()
+    assert not any(stats[i].present for i in (5, 12, 13))
+
+
 def test_pixels_where_every_score_is_negative():
     low = _smooth(8, 10, 12, seed=5, lo=-1.0, hi=1.0)
     low[:, :5] -= 3.0  # the top half is negative for every class: normalised scores are 1/K

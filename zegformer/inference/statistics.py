@@ -84,20 +84,17 @@ def block_bounds(low: torch.Tensor, block: int = SOURCE_BLOCK) -> tuple[torch.Te
 
 
 def argmax_update(best: torch.Tensor | None, label: torch.Tensor | None, vals: torch.Tensor,
-                   part: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                  part: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Fold the classes `part` (ascending, later than those already seen; values K' x H x W) into
-    the running (best value, first class with it). A later class wins only with a strictly
-    larger value, as in numpy's argmax; NaN propagates into `best` (then checked by callers)."""
-    start = 0
+    the running (best value, first class with it). Within the chunk torch's max takes the first
+    of equal values; a later chunk wins only with a strictly larger value: numpy's argmax. NaN
+    propagates into `best` (then checked by callers)."""
+    chunk_best, at = vals.max(dim=0)  # the first maximal index on ties (documented)
+    chunk_label = part.to(vals.device)[at]
     if best is None or label is None:
-        best = vals[0].clone()
-        label = torch.full(best.shape, int(part[0]), dtype=torch.long, device=best.device)
-        start = 1
-    for j in range(start, len(part)):
-        row = vals[j]
-        label = torch.where(row > best, part[j], label)
-        best = torch.maximum(best, row)
-    return best, label
+        return chunk_best, chunk_label
+    label = torch.where(chunk_best > best, chunk_label, label)
+    return torch.maximum(best, chunk_best), label
 
 
 def running_argmax(maps: ScoreMaps, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
