@@ -230,10 +230,13 @@ def test_blocks_build_with_one_public_endpoint(tiny_demo):
     page = [fn for fn in tiny_demo.fns.values()
             if [o.elem_id for o in fn.outputs] == PAGE_OUTPUTS]
     runs = [fn for fn in page if fn.concurrency_id == "model"]  # the button and the examples
-    redraws = [fn for fn in page if fn.concurrency_id == "redraw"]  # the two sliders
-    assert len(runs) == 2 and len(redraws) == 2 and len(page) == 4
+    redraws = [fn for fn in page if fn.concurrency_id == "redraw"]
+    catch_ups = [fn for fn in redraws if fn.name == "catch_up"]  # after each run: sliders moved?
+    redraws = [fn for fn in redraws if fn.name != "catch_up"]  # the two sliders
+    assert len(runs) == 2 and len(redraws) == 2 and len(catch_ups) == 2 and len(page) == 6
     assert all(fn.queue and fn.api_visibility == "private" for fn in page)  # images: queued
     assert all(fn.trigger_mode == "always_last" for fn in redraws)
+    assert all(fn.targets == [(None, "then")] for fn in catch_ups)  # chained to the runs
     sliders = {t[0]: t[1] for fn in redraws for t in fn.targets}
     assert sorted(by_id[i] for i in sliders) == ["opacity", "threshold"]
     assert set(sliders.values()) == {"release"}
