@@ -28,7 +28,7 @@ from ..errors import ZegFormerError
 from .peaks import PeakFinder
 from .result import UNLABELED, ClassStat, SegmentationResult
 from .score_maps import ScoreMaps
-from .statistics import argmax_update
+from .statistics import argmax_update, nonnegative_sum
 
 CHUNK = 8  # classes resized at once (larger chunks cost more in fresh memory than they save)
 # ScoreMaps compute their working-resolution maps on demand and release them afterwards: two
@@ -112,18 +112,14 @@ def _bounded_peaks(maps: ScoreMaps, total: torch.Tensor,
     cell and evaluated only where a class can peak (`peaks.PeakFinder`, as `predict` computes
     the peaks of absent classes; equal to the resized pass to float rounding). None when the
     maps are not smaller than the image or hold NaN / infinities: then the resized pass runs."""
-    low = maps.low()
-    k, h, w = low.shape
-    if 2 * h * w > maps.size[0] * maps.size[1] or not bool(torch.isfinite(low).all()):
+    if not maps.upsampled:
         return None
-    nonneg = maps.known_nonnegative()  # their sum, resized, bounds the clipped sum from below
-    linear = torch.zeros((h, w), dtype=torch.float64, device=low.device)
-    for start in range(0, k, CHUNK):
-        weights = nonneg[start:start + CHUNK].to(low.dtype)
-        if bool(weights.any()):
-            linear += torch.einsum("k,khw->hw", weights, low[start:start + CHUNK]).double()
+    low = maps.low()
+    if not bool(torch.isfinite(low).all()):
+        return None
+    linear = nonnegative_sum(low, maps.known_nonnegative())  # (no offsets on those classes)
     finder = PeakFinder(maps, linear, total.double(), ~has_sum)
-    return finder.peaks(torch.ones(k, dtype=torch.bool, device=low.device)).float()
+    return finder.peaks(torch.ones(low.shape[0], dtype=torch.bool, device=low.device)).float()
 
 
 def pixel_best(result: SegmentationResult) -> PixelBest:

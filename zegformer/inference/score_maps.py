@@ -47,6 +47,12 @@ class ScoreMaps:
     def num_classes(self) -> int:
         return int(self.seen.shape[0])
 
+    @property
+    def upsampled(self) -> bool:
+        """The image has at least twice the working-resolution pixels: bounding the small maps
+        then costs less than resizing every class (`zegformer.inference.statistics`)."""
+        return 2 * self.crop[0] * self.crop[1] <= self.size[0] * self.size[1]
+
     def scores(self) -> torch.Tensor:
         """K x h' x w' working-resolution maps (padding included), computed once until released."""
         if self._scores is None:

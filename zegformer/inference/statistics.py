@@ -106,13 +106,23 @@ def running_argmax(maps: ScoreMaps, index: torch.Tensor) -> tuple[torch.Tensor, 
     return best, label
 
 
+def nonnegative_sum(low: torch.Tensor, nonneg: torch.Tensor) -> torch.Tensor:
+    """h x w float64 sum of the working-resolution maps of the classes `nonneg` (K bool): resized,
+    a lower bound of every output pixel's sum of clipped scores (before calibration offsets)."""
+    total = torch.zeros(low.shape[1:], dtype=torch.float64, device=low.device)
+    for part in _chunks(low.shape[0]):
+        w = nonneg[part].to(low.dtype)
+        if bool(w.any()):
+            total += torch.einsum("k,khw->hw", w, low[part]).double()
+    return total
+
+
 def _bound_classes(maps: ScoreMaps) -> dict[str, torch.Tensor]:
     """First read of the working-resolution maps: block bounds (for the label map), which classes
     are >= 0 / <= 0 everywhere, and the h x w sum of the classes that are >= 0 everywhere."""
     low, offsets = maps.low(), maps.offsets()
     k = maps.num_classes
     lo_parts, hi_parts = [], []
-    linear = torch.zeros(low.shape[1:], dtype=torch.float64, device=low.device)
     nonneg = torch.zeros(k, dtype=torch.bool, device=low.device)
     nonpos = torch.zeros(k, dtype=torch.bool, device=low.device)
     for part in _chunks(k):
@@ -123,10 +133,7 @@ def _bound_classes(maps: ScoreMaps) -> dict[str, torch.Tensor]:
         hi_parts.append(hi)
         nonneg[part] = lo.flatten(1).amin(1) >= 0
         nonpos[part] = hi.flatten(1).amax(1) <= 0
-        w = nonneg[part].to(low.dtype)
-        if bool(w.any()):
-            linear += torch.einsum("k,khw->hw", w, low[part]).double()
-    linear -= offsets[nonneg].double().sum()
+    linear = nonnegative_sum(low, nonneg) - offsets[nonneg].double().sum()
     return {"lo": torch.cat(lo_parts), "hi": torch.cat(hi_parts), "nonneg": nonneg,
             "mixed": ~nonneg & ~nonpos, "linear": linear}
 
@@ -201,7 +208,7 @@ def map_statistics(maps: ScoreMaps, class_names: list[str], seen: list[bool],
     """
     k = maps.num_classes
     low = maps.low()
-    upsampled = 2 * low.shape[1] * low.shape[2] <= maps.size[0] * maps.size[1]
+    upsampled = maps.upsampled
     if upsampled:
         bounds = _bound_classes(maps)
         finite = _finite(bounds["lo"], bounds["hi"])
