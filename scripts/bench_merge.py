@@ -5,9 +5,10 @@
                                   [--modes decoupled pixel] [--device cpu] [--opts K V ...]
                                   [--rule-weights DIR]
 
-"before" is `predict(full_maps=True)`: every class resized to the image size, then the statistics
+"before" is `predict(full_maps=True)`: all K classes at the image size, then the statistics
 from the K x H x W maps (the code path before the statistics were computed from the
-working-resolution maps); "after" is the default `predict`. Both give the same label map and
+working-resolution maps; where the decoupled masks are merged at the image size, `full_maps`
+merges them that way too); "after" is the default `predict`. Both give the same label map and
 statistics (tests/test_map_statistics.py). Text embeddings are computed once before timing.
 "model" is the network itself (backbone, pixel decoder, transformer, CLIP crops / dense CLIP,
 text); "outside" is everything else, as a share of the total. Every run is timed as a new

@@ -132,16 +132,18 @@ def resolve_mode(mode: str, model_kind: str) -> ScoringMode:
 
 
 def finish(inp: ScoringInputs, compute: Callable[[], torch.Tensor], valid_size: tuple[int, int],
-           gamma: float = 0.0) -> torch.Tensor | ScoreMaps:
+           gamma: float = 0.0, factors: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None
+           ) -> torch.Tensor | ScoreMaps:
     """Every mode's last step: `compute()` (K x h' x w' at the working resolution, >= 0: every
     mode computes probabilities or sums of them), cropped to `valid_size`, resized to the input
-    size, `gamma` subtracted from seen classes.
+    size, `gamma` subtracted from seen classes. `factors`: see `ScoreMaps`.
 
-    Returns K x H x W, or with `inp.lazy` the `ScoreMaps` (working-resolution maps computed now).
+    Returns K x H x W, or with `inp.lazy` the `ScoreMaps` (what they read computed now).
     """
-    maps = ScoreMaps(compute, valid_size, inp.size, inp.seen, gamma, nonnegative=True)
+    maps = ScoreMaps(compute, valid_size, inp.size, inp.seen, gamma, nonnegative=True,
+                     factors=factors)
     if inp.lazy:
-        maps.scores()
+        maps.prepare()
         return maps
     return maps.full()
 
@@ -200,8 +202,11 @@ def decoupled(inp: ScoringInputs) -> torch.Tensor | ScoreMaps:
         probs = scoring.decoupled_segment_probs(
             seg_logits, inp.seen, clip_logits=clip_logits, ensembling=s.ensembling,
             all_classes_as_novel=s.ensembling_all_cls, lam=s.ensemble_lambda)
+        # More classes than segments: merging at the image size reads Q maps instead of K.
+        factors = ((lambda: (probs, masks.sigmoid())) if probs.shape[1] > probs.shape[0]
+                   else None)
         return finish(inp, lambda: scoring.semantic_merge(probs, masks), pre.size,
-                      s.gzero_calibrate)
+                      s.gzero_calibrate, factors)
 
 
 @register_mode("dense_clip", "zegformer")

@@ -207,7 +207,6 @@ def map_statistics(maps: ScoreMaps, class_names: list[str], seen: list[bool],
         (label_map int32 H x W, list of K ClassStat).
     """
     k = maps.num_classes
-    low = maps.low()
     upsampled = maps.upsampled
     if upsampled:
         bounds = _bound_classes(maps)
