@@ -72,7 +72,8 @@ class ScoreMaps:
     @property
     def merged_at_image_size(self) -> bool:
         """Scores come from the Q factor maps resized to the image size, a block of classes at a
-        time: there are factors and the image is no larger than the working resolution."""
+        time: there are factors (the decoupled mode gives them when K > Q) and the image is no
+        larger than the working resolution."""
         return (self.factors is not None
                 and self.size[0] * self.size[1] <= self.crop[0] * self.crop[1])
 
@@ -165,10 +166,8 @@ class ScoreMaps:
             return self._block[1]
         weights, maps = self._factors_at_image_size()
         part = slice(b * MERGE_BLOCK, min((b + 1) * MERGE_BLOCK, self.num_classes))
-        vals = torch.einsum("qk,qhw->khw", weights[:, part], maps)
-        seen = self.seen[part]
-        if self.gamma > 0 and bool(seen.any()):  # `scoring.calibrate`, on this fresh block
-            vals[seen] -= self.gamma
+        merged = torch.einsum("qk,qhw->khw", weights[:, part], maps)
+        vals = scoring.calibrate(merged, self.seen[part], self.gamma)
         self._block = (b, vals)
         return vals
 
@@ -189,8 +188,8 @@ class ScoreMaps:
                 pieces.append(vals[int(rows[0]):int(rows[-1]) + 1])
             else:
                 pieces.append(vals[rows])
-        if not pieces:
-            return self._merged_block(0)[:0]
+        if not pieces:  # no classes asked for
+            return torch.zeros((0, *self.size), device=self.seen.device)
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
     def chunks(self, index: torch.Tensor,
